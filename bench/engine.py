@@ -1,0 +1,355 @@
+"""Batched ensemble engine versus the reference per-run loop, on one grid in one process.
+
+    python bench/engine.py [--device cpu|cuda|auto] [--steps 300] [--threads 0] [--quick]
+
+The grid: a bias-free ReLU MLP D=784, N=128, L=3 (C=10 outputs, an MNIST-sized readout),
+batch 64, γ ∈ {0.1, 1, 10, 100}, six absolute η from 10 down to 10^-1.5 in half decades,
+one seed, float32, teacher_mlp data (4 hidden units, 10 outputs). It is built from a preset
+TOML string through gamma_tui.config, so it is exactly what a sweep would train.
+
+- Engine: `ShardTrainer(...).train(run_ids)` on a fresh temporary Cache, real commits
+  included. A subclass only adds timers around the step loop and the commits, which splits
+  the total into setup, compute and commit.
+- Loop: what Pehlevan-Group/Richness_Sweep does, one run at a time: an nn.Module MLP
+  (StdLinear = Linear/sqrt(fan_in), FinalLinear = Linear/fan_in, no bias), a frozen deepcopy
+  for centering, f = (model(x) - model0(x))/γ, MSE mean, torch.optim.SGD(lr=N·η) on all
+  parameters, zero_grad/backward/step and `loss.item()` every step; a run stops at its
+  first NaN/inf loss or loss > divergence_factor × initial. Same init
+  (parameterization.init_weights), same batches (data.make_stream), same dtype. The batches
+  are drawn once, like the reference's preloaded data chunk, and that time is counted.
+
+FLOP count (analytic, matmuls only; elementwise work is ignored). For one member with
+P = Σ n_in·n_out weights and batch B, one training step costs
+    forward             2·B·P
+    backward, weights   2·B·P
+    backward, inputs    2·B·(P - D·N)      (no gradient into the data: first layer skipped)
+plus the centering forward of the frozen init, 2·B·P, done once per seed per step by the
+engine (members sharing a seed share it) and once per run per step by the loop. The loop
+counts only the steps it ran (a diverged run stops at once); the engine counts the steps
+it executed, which include those a diverged member runs until the next host sync (every
+`sync_every` steps). Member-steps/s counts useful steps only (up to and including the
+divergent step), identical on both sides, so its ratio equals the speedup.
+
+The last line is `speedup: X` with X = loop seconds / engine seconds (engine total
+including setup and commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gamma_tui.cache import Cache
+from gamma_tui.config import RunSpec, expand, parse_preset
+from gamma_tui.engine.data import make_stream
+from gamma_tui.engine.parameterization import Architecture, init_weights, learning_rate
+from gamma_tui.engine.trainer import DTYPES, ShardTrainer, TrainerOptions, resolve_device
+
+PRESET_TOML = """
+name = "bench-engine"
+seeds = [0]
+[network]
+width = 128
+depth = 3
+[data]
+kind = "teacher_mlp"
+input_dim = 784
+hidden = 4
+outputs = 10
+[train]
+batch_size = 64
+steps = {steps}
+dtype = "float32"
+[gamma]
+min = 0.1
+max = 100
+per_decade = 1
+[eta]
+min = 0.03162277660168379
+max = 10
+per_decade = 2
+scale = "absolute"
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--quick", action="store_true", help="60 steps, a smoke test")
+    return parser.parse_args(argv)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work so wall clocks measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """Dense float32 size×size matmul rate, the machine's practical GEMM ceiling."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2.0 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+# ---- engine side -------------------------------------------------------------------------
+
+
+class TimedTrainer(ShardTrainer):
+    """ShardTrainer with timers around its step loop and its cache commits (nothing else)."""
+
+    compute_seconds = 0.0
+    commit_seconds = 0.0
+
+    def _run_steps(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return super()._run_steps(*args, **kwargs)
+        finally:
+            self.compute_seconds += time.perf_counter() - start
+
+    def _record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()  # the host copy here is the device sync: count it as compute
+        try:
+            return super()._record(*args, **kwargs)
+        finally:
+            self.compute_seconds += time.perf_counter() - start
+
+    def _commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return super()._commit(*args, **kwargs)
+        finally:
+            self.commit_seconds += time.perf_counter() - start
+
+
+@dataclass
+class SideResult:
+    """One side's wall time and per-run outcome (keyed by run id)."""
+
+    seconds: float
+    final_loss: dict[str, float]
+    diverged_step: dict[str, int | None]
+
+
+def run_engine(preset_toml: str, specs: list[RunSpec], steps: int,
+               device: torch.device) -> tuple[SideResult, TimedTrainer]:
+    """Register the grid in a fresh temporary cache and train it as one shard."""
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as root:
+        cache = Cache(root)
+        cache.register_sweep("bench", preset_toml, {}, specs, steps)
+        run_ids = [spec.run_id for spec in specs]
+        trainer = TimedTrainer(cache, "bench:engine", TrainerOptions(device))
+        synchronize(device)
+        start = time.perf_counter()
+        trained = trainer.train(run_ids)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        assert trained == len(specs), f"engine trained {trained} of {len(specs)} runs"
+        infos = {info.run_id: info for info in cache.runs(run_ids=run_ids)}
+        cache.close()
+    return SideResult(
+        seconds,
+        {rid: float(info.last_loss) for rid, info in infos.items() if info.last_loss is not None},
+        {rid: info.diverged_step for rid, info in infos.items()},
+    ), trainer
+
+
+# ---- loop side: the reference code's structure -------------------------------------------
+
+
+class StdLinear(nn.Module):
+    """Linear layer, N(0,1) weights, output divided by sqrt(fan_in) (reference StdLinear)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) / math.sqrt(x.shape[-1])
+
+
+class FinalLinear(nn.Module):
+    """μP readout: output divided by fan_in (reference FinalLinear)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) / x.shape[-1]
+
+
+def build_mlp(arch: Architecture, seed: int, dtype: torch.dtype,
+              device: torch.device) -> nn.Module:
+    """The reference MLP with the engine's initial weights for `seed`."""
+    widths = arch.widths
+    layers: list[nn.Module] = []
+    for i in range(arch.depth - 1):
+        layers += [StdLinear(widths[i], widths[i + 1]), nn.ReLU()]
+    layers.append(FinalLinear(widths[-2], widths[-1]))
+    model = nn.Sequential(*layers).to(device=device, dtype=dtype)
+    linears = [m.linear for m in model if isinstance(m, (StdLinear, FinalLinear))]
+    with torch.no_grad():
+        for linear, weight in zip(linears, init_weights(arch, seed), strict=True):
+            linear.weight.copy_(weight.to(dtype))
+    return model
+
+
+def train_one(spec: RunSpec, arch: Architecture, batches: list[tuple[torch.Tensor, torch.Tensor]],
+              dtype: torch.dtype, device: torch.device) -> tuple[float, int | None, int]:
+    """One run as the reference trains it; returns (last loss, diverged step, steps run)."""
+    torch.manual_seed(spec.seed)
+    model = build_mlp(arch, spec.seed, dtype, device)
+    model0 = copy.deepcopy(model)
+    for param in model0.parameters():
+        param.requires_grad = False
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate(spec.eta, arch.widths[1]))
+    gamma, init_loss, value = spec.gamma, None, math.nan
+    for step, (x, target) in enumerate(batches):
+        optimizer.zero_grad()
+        f = (model(x) - model0(x)) / gamma
+        loss = F.mse_loss(f, target)
+        loss.backward()
+        optimizer.step()
+        value = loss.item()
+        if init_loss is None:
+            init_loss = value
+        if not math.isfinite(value) or value > spec.divergence_factor * max(init_loss, 1e-30):
+            return value, step, step + 1
+    return value, None, len(batches)
+
+
+def run_loop(specs: list[RunSpec], steps: int, device: torch.device) -> SideResult:
+    """Every run of the grid, one after another."""
+    spec = specs[0]
+    arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
+    dtype = DTYPES[spec.dtype]
+    synchronize(device)
+    start = time.perf_counter()
+    stream = make_stream(spec.data, spec.batch_size, spec.loss, dtype, device)
+    batches = [(b.x, b.target) for b in map(stream.batch, range(steps))]
+    final, diverged = {}, {}
+    for spec in specs:
+        final[spec.run_id], diverged[spec.run_id], _ = train_one(spec, arch, batches, dtype,
+                                                                 device)
+    synchronize(device)
+    return SideResult(time.perf_counter() - start, final, diverged)
+
+
+# ---- accounting ----------------------------------------------------------------------------
+
+
+def step_flops(arch: Architecture, batch: int) -> tuple[float, float]:
+    """(training step of one member, one centering forward) in FLOPs; see the module doc."""
+    weights = sum(a * b for a, b in zip(arch.widths[:-1], arch.widths[1:], strict=True))
+    first = arch.widths[0] * arch.widths[1]
+    forward = 2.0 * batch * weights
+    return forward + forward + 2.0 * batch * (weights - first), forward
+
+
+def useful_steps(result: SideResult, steps: int) -> dict[str, int]:
+    """Steps each run needed: all of them, or up to and including the divergent one."""
+    return {rid: steps if s is None else s + 1 for rid, s in result.diverged_step.items()}
+
+
+def engine_executed_steps(result: SideResult, steps: int, sync_every: int) -> int:
+    """Member-steps the engine computed: a diverged member runs to the next host sync."""
+    total = 0
+    for s in result.diverged_step.values():
+        total += steps if s is None else min(steps, sync_every * math.ceil((s + 1) / sync_every))
+    return total
+
+
+def cross_check(engine: SideResult, loop: SideResult) -> tuple[int, float, float]:
+    """(runs whose divergence disagrees, max and median relative final-loss difference)."""
+    disagree = sum((engine.diverged_step[r] is None) != (loop.diverged_step[r] is None)
+                   for r in engine.diverged_step)
+    rel = [abs(engine.final_loss[r] - loop.final_loss[r]) / max(abs(loop.final_loss[r]), 1e-30)
+           for r in engine.diverged_step
+           if engine.diverged_step[r] is None and loop.diverged_step[r] is None]
+    return disagree, max(rel, default=float("nan")), float(np.median(rel)) if rel else math.nan
+
+
+def warm_up(device: torch.device) -> None:
+    """A few steps of each side so one-off costs (thread pools, allocator) hit neither timing."""
+    toml = PRESET_TOML.format(steps=3)
+    specs = expand(parse_preset(toml))[:2]
+    run_engine(toml, specs, 3, device)
+    run_loop(specs, 3, device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train the grid both ways and print the rates; the last line is the speedup."""
+    args = parse_args(argv)
+    steps = 60 if args.quick else args.steps
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    device = resolve_device(args.device)
+    preset_toml = PRESET_TOML.format(steps=steps)
+    preset = parse_preset(preset_toml, source="bench/engine.py")
+    specs = expand(preset)
+    arch = Architecture.of(preset.network, preset.data.input_dim, preset.data.outputs)
+    print(f"torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  "
+          f"python {sys.version.split()[0]}")
+    print(f"grid: MLP widths {arch.widths} B={preset.train.batch_size} {preset.train.dtype}  "
+          f"gamma {preset.gamma.values()}  eta {sorted({s.eta for s in specs}, reverse=True)}  "
+          f"seeds {preset.seeds}  steps {steps}  runs {len(specs)}  "
+          f"teacher_mlp hidden={preset.data.hidden} outputs={preset.data.outputs}")
+    print(f"dense fp32 matmul 2048^3: {matmul_gflops(device):.1f} GFLOP/s")
+    warm_up(device)
+
+    engine, trainer = run_engine(preset_toml, specs, steps, device)
+    loop = run_loop(specs, steps, device)
+
+    train_flops, center_flops = step_flops(arch, preset.train.batch_size)
+    useful = sum(useful_steps(loop, steps).values())
+    executed = engine_executed_steps(engine, steps, trainer.options.sync_every)
+    seeds = len(preset.seeds)
+    engine_flops = executed * train_flops + steps * seeds * center_flops
+    loop_flops = useful * (train_flops + center_flops)
+    setup = engine.seconds - trainer.compute_seconds - trainer.commit_seconds
+    print(f"engine: {engine.seconds:7.3f} s  (compute {trainer.compute_seconds:.3f} s, "
+          f"commits {trainer.commit_seconds:.3f} s, setup {setup:.3f} s)  "
+          f"{useful / engine.seconds:8.0f} member-steps/s  "
+          f"{engine_flops / engine.seconds / 1e9:6.1f} GFLOP/s "
+          f"({engine_flops / trainer.compute_seconds / 1e9:.1f} in compute)  "
+          f"executed {executed} member-steps")
+    print(f"loop:   {loop.seconds:7.3f} s  {useful / loop.seconds:8.0f} member-steps/s  "
+          f"{loop_flops / loop.seconds / 1e9:6.1f} GFLOP/s  useful {useful} member-steps")
+    diverged_engine = sum(s is not None for s in engine.diverged_step.values())
+    diverged_loop = sum(s is not None for s in loop.diverged_step.values())
+    disagree, rel_max, rel_median = cross_check(engine, loop)
+    same_step = sum(engine.diverged_step[r] == loop.diverged_step[r] for r in loop.diverged_step)
+    print(f"diverged: engine {diverged_engine}, loop {diverged_loop}  "
+          f"(status disagrees on {disagree} runs; same divergent step on {same_step}/{len(specs)})")
+    print(f"final-loss cross-check over non-diverged runs: max rel diff {rel_max:.2e}, "
+          f"median {rel_median:.2e}")
+    print(f"speedup excluding engine setup: {loop.seconds / (engine.seconds - setup):.2f}")
+    print(f"speedup: {loop.seconds / engine.seconds:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

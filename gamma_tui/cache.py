@@ -1,0 +1,530 @@
+"""The run cache: one SQLite database in WAL mode under the cache directory (default runs/).
+
+Workers write, the CLI and the TUI read; the database is the only channel between them. Each
+worker commit is one transaction holding a run's new curve chunks, its checkpoint and its
+counters, so a process killed at any moment leaves either the old or the new state, never a
+mix. Curves are float32 BLOB chunks: every step up to the run's `curve_cap`, then means over
+windows that double in width every octave of steps (see `window_at`), which keeps the shape
+on a log-time axis at bounded size. Checkpoints are `numpy.savez` archives (no pickle).
+
+Runs are claimed with leases: a worker owns a run while its lease is fresh, renews it at every
+commit, and a run whose holder died is picked up by the next worker once the lease expires.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+DB_NAME = "cache.sqlite"
+ENV_VAR = "GAMMA_TUI_CACHE"
+LEASE_SECONDS = 120.0
+"""A worker that has not committed for this long is presumed dead and its runs can be taken."""
+
+FINAL_STATES = ("done", "diverged", "failed", "skipped")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY, preset_path TEXT, preset_toml TEXT NOT NULL,
+    config_json TEXT NOT NULL, steps INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep TEXT NOT NULL REFERENCES sweeps(name) ON DELETE CASCADE,
+    run_id TEXT NOT NULL, PRIMARY KEY (sweep, run_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, shard_key TEXT NOT NULL,
+    gamma REAL NOT NULL, eta REAL NOT NULL, seed INTEGER NOT NULL, dtype TEXT NOT NULL,
+    status TEXT NOT NULL, steps_target INTEGER NOT NULL, steps_done INTEGER NOT NULL DEFAULT 0,
+    diverged_step INTEGER, init_loss REAL, last_loss REAL, error TEXT,
+    lease_owner TEXT, lease_expires REAL, wall_seconds REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS curve_chunks (
+    run_id TEXT NOT NULL, start_step INTEGER NOT NULL, window INTEGER NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (run_id, start_step)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
+"""
+
+
+class CacheError(Exception):
+    """The cache cannot be used as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run's row: settings that identify it in the grid, its state and counters."""
+
+    run_id: str
+    gamma: float
+    eta: float
+    seed: int
+    dtype: str
+    shard_key: str
+    status: str
+    steps_done: int
+    steps_target: int
+    diverged_step: int | None
+    init_loss: float | None
+    last_loss: float | None
+    error: str | None
+    lease_owner: str | None
+    lease_expires: float | None
+    wall_seconds: float
+    updated: float
+
+    @property
+    def state(self) -> str:
+        """The status, with 'interrupted' for a running run whose worker stopped renewing."""
+        if self.status == "running" and (self.lease_expires or 0.0) < time.time():
+            return "interrupted"
+        return self.status
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """A named sweep: the preset it came from, its target steps and its runs' states."""
+
+    name: str
+    preset_path: str | None
+    preset_toml: str
+    config: dict[str, Any]
+    steps: int
+    created: float
+    updated: float
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Number of runs in the sweep."""
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A recorded loss curve: step positions (window centres) and float32 losses."""
+
+    steps: np.ndarray
+    loss: np.ndarray
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Curve values of consecutive windows of `window` steps starting at `start_step`."""
+
+    start_step: int
+    window: int
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a worker commits for one run: new chunks, a checkpoint and counters."""
+
+    run_id: str
+    steps_done: int
+    chunks: list[Chunk]
+    checkpoint: dict[str, np.ndarray] | None
+    status: str
+    init_loss: float | None
+    last_loss: float | None
+    diverged_step: int | None = None
+    error: str | None = None
+    wall_seconds: float = 0.0
+
+
+def default_cache_dir() -> Path:
+    """$GAMMA_TUI_CACHE if set, else ./runs."""
+    return Path(os.environ.get(ENV_VAR) or "runs")
+
+
+def window_at(step: int, cap: int) -> int:
+    """Width of the recording window holding `step`: 1 below `cap`, doubling every octave above.
+
+    Steps in [cap·2^k, cap·2^(k+1)) are averaged in windows of 2^(k+1), so each octave past the
+    cap holds cap/2 points; window boundaries are aligned so chunks never split a window.
+    """
+    if step < cap:
+        return 1
+    octave = (step // cap).bit_length() - 1
+    return 2 ** (octave + 1)
+
+
+def next_boundary(step: int, cap: int) -> int:
+    """The smallest window boundary >= step (a step where a new window starts)."""
+    if step <= cap:
+        return step
+    octave_start = cap * 2 ** ((step // cap).bit_length() - 1)
+    width = window_at(step, cap)
+    return octave_start + -(-(step - octave_start) // width) * width
+
+
+def reduce_losses(start: int, losses: np.ndarray, cap: int) -> list[Chunk]:
+    """Average per-step losses from step `start` into chunks of equal window width.
+
+    Windows follow `window_at`; a window cut by the start or end of `losses` (a commit in
+    mid-window) becomes a chunk of one shorter window, so chunks can be written at any step.
+    """
+    chunks, offset = [], 0
+    while offset < len(losses):
+        step, left = start + offset, len(losses) - offset
+        width = window_at(step, cap)
+        segment_end = cap if step < cap else cap * 2 ** ((step // cap).bit_length())
+        head = next_boundary(step, cap) - step
+        if head:
+            count, width = 1, min(head, left)
+        else:
+            count = min(segment_end - step, left) // width
+            if count == 0:
+                count, width = 1, min(segment_end - step, left)
+        block = losses[offset : offset + count * width].astype(np.float64)
+        values = block.reshape(count, width).mean(axis=1).astype(np.float32)
+        chunks.append(Chunk(step, width, values))
+        offset += count * width
+    return chunks
+
+
+def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialize named arrays with numpy's savez (never pickle)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    """Inverse of encode_arrays; refuses pickled objects."""
+    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+class Cache:
+    """A handle on the cache database; cheap to open, one per thread or process."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.path = self.root / DB_NAME
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._init_schema()
+        except sqlite3.DatabaseError as error:
+            raise CacheError(f"{self.path}: cannot open the run cache ({error})") from None
+        except OSError as error:
+            raise CacheError(f"{self.root}: cannot create the cache directory ({error})") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _init_schema(self) -> None:
+        found = self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if found:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise CacheError(
+                    f"{self.path} was written by a newer gamma-tui (schema {version}, this one "
+                    f"reads {SCHEMA_VERSION}); upgrade gamma-tui or use another --cache directory"
+                )
+        if not found:
+            self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ---- sweeps and runs: registration ---------------------------------------------------
+
+    def register_sweep(
+        self,
+        name: str,
+        preset_toml: str,
+        config: dict[str, Any],
+        specs: Sequence[Any],
+        steps: int,
+        preset_path: str | None = None,
+    ) -> None:
+        """Record a sweep and its runs; runs already cached keep their state.
+
+        A finished run whose steps are below `steps` is queued again to be extended from its
+        checkpoint; a diverged run stays diverged.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO sweeps VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "preset_path=excluded.preset_path, preset_toml=excluded.preset_toml, "
+                "config_json=excluded.config_json, steps=excluded.steps, updated=excluded.updated",
+                (name, preset_path, preset_toml, json.dumps(config), steps, now, now),
+            )
+            db.execute("DELETE FROM sweep_runs WHERE sweep=?", (name,))
+            db.executemany(
+                "INSERT OR IGNORE INTO sweep_runs VALUES (?,?)", [(name, s.run_id) for s in specs]
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO runs (run_id, spec_json, shard_key, gamma, eta, seed, dtype,"
+                " status, steps_target, created, updated) VALUES (?,?,?,?,?,?,?,'queued',?,?,?)",
+                [
+                    (s.run_id, s.model_dump_json(), s.shard_key, s.gamma, s.eta, s.seed, s.dtype,
+                     steps, now, now)
+                    for s in specs
+                ],
+            )
+            db.executemany(
+                "UPDATE runs SET steps_target=?, updated=?, status=CASE WHEN status IN "
+                "('done','failed','skipped') THEN 'queued' ELSE status END, error=NULL "
+                "WHERE run_id=? AND steps_target<? AND status!='diverged'",
+                [(steps, now, s.run_id, steps) for s in specs],
+            )
+            db.executemany(
+                "UPDATE runs SET status='queued', error=NULL, updated=? WHERE run_id=? AND "
+                "status IN ('failed','skipped') AND steps_done<steps_target",
+                [(now, s.run_id) for s in specs],
+            )
+
+    def mark_skipped(self, run_ids: Iterable[str]) -> None:
+        """Mark queued runs as skipped by the adaptive η cut-off."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE runs SET status='skipped', updated=? WHERE run_id=? AND status='queued'",
+                [(time.time(), run_id) for run_id in run_ids],
+            )
+
+    def delete_sweep(self, name: str) -> int:
+        """Delete a sweep and the runs no other sweep uses; returns the number of runs deleted."""
+        self.sweep(name)
+        with self.transaction() as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS doomed (run_id TEXT PRIMARY KEY)"
+            )
+            db.execute("DELETE FROM doomed")
+            db.execute(
+                "INSERT INTO doomed SELECT run_id FROM sweep_runs WHERE sweep=? AND run_id NOT IN"
+                " (SELECT run_id FROM sweep_runs WHERE sweep!=?)",
+                (name, name),
+            )
+            for table in ("curve_chunks", "checkpoints", "runs"):
+                db.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
+            count = db.execute("SELECT COUNT(*) FROM doomed").fetchone()[0]
+            db.execute("DELETE FROM sweeps WHERE name=?", (name,))
+        return int(count)
+
+    # ---- leases and worker commits -------------------------------------------------------
+
+    def claim(self, run_ids: Sequence[str], owner: str, ttl: float = LEASE_SECONDS) -> list[str]:
+        """Lease the given runs that are unfinished and not held by a live worker."""
+        now = time.time()
+        claimed = []
+        with self.transaction() as db:
+            for run_id in run_ids:
+                cursor = db.execute(
+                    "UPDATE runs SET lease_owner=?, lease_expires=?, status='running', updated=? "
+                    "WHERE run_id=? AND status IN ('queued','running') AND steps_done<steps_target"
+                    " AND (lease_owner IS NULL OR lease_owner=? OR lease_expires<?)",
+                    (owner, now + ttl, now, run_id, owner, now),
+                )
+                if cursor.rowcount:
+                    claimed.append(run_id)
+        return claimed
+
+    def release(self, owner: str) -> None:
+        """Give up every lease held by `owner`; unfinished runs go back to queued."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status=CASE WHEN status='running' THEN 'queued' ELSE status END,"
+                " lease_owner=NULL, lease_expires=NULL WHERE lease_owner=?",
+                (owner,),
+            )
+
+    def fail(self, owner: str, error: str) -> None:
+        """Mark every unfinished run leased by `owner` as failed with the error message."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status='failed', error=?, lease_owner=NULL, lease_expires=NULL,"
+                " updated=? WHERE lease_owner=? AND status='running'",
+                (error[:2000], time.time(), owner),
+            )
+
+    def commit(self, owner: str, updates: Sequence[Progress], ttl: float = LEASE_SECONDS) -> list[str]:
+        """Write progress for runs leased by `owner` in one transaction; returns runs it lost."""
+        now, lost = time.time(), []
+        with self.transaction() as db:
+            for update in updates:
+                final = update.status in FINAL_STATES
+                cursor = db.execute(
+                    "UPDATE runs SET steps_done=?, status=?, init_loss=COALESCE(init_loss, ?),"
+                    " last_loss=?, diverged_step=?, error=?, wall_seconds=wall_seconds+?,"
+                    " lease_owner=?, lease_expires=?, updated=? WHERE run_id=? AND lease_owner=?",
+                    (update.steps_done, update.status, update.init_loss, update.last_loss,
+                     update.diverged_step, update.error, update.wall_seconds,
+                     None if final else owner, None if final else now + ttl, now,
+                     update.run_id, owner),
+                )
+                if not cursor.rowcount:
+                    lost.append(update.run_id)
+                    continue
+                db.executemany(
+                    "INSERT OR REPLACE INTO curve_chunks VALUES (?,?,?,?)",
+                    [(update.run_id, c.start_step, c.window, c.values.astype("<f4").tobytes())
+                     for c in update.chunks],
+                )
+                if update.checkpoint is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
+                        (update.run_id, update.steps_done, encode_arrays(update.checkpoint)),
+                    )
+                elif update.status == "diverged":
+                    db.execute("DELETE FROM checkpoints WHERE run_id=?", (update.run_id,))
+            db.execute(
+                "UPDATE runs SET lease_expires=? WHERE lease_owner=?", (now + ttl, owner)
+            )
+        return lost
+
+    def rewind(self, run_id: str, step: int) -> None:
+        """Drop a run's curve from `step` on (its last checkpoint), so training resumes there.
+
+        Curve chunks are committed more often than checkpoints; after a crash the steps past
+        the checkpoint are recomputed, so their chunks go first. Step 0 forgets the run.
+        """
+        with self.transaction() as db:
+            db.execute("DELETE FROM curve_chunks WHERE run_id=? AND start_step>=?", (run_id, step))
+            if step == 0:
+                db.execute("DELETE FROM checkpoints WHERE run_id=?", (run_id,))
+            db.execute(
+                "UPDATE runs SET steps_done=?, init_loss=CASE WHEN ?=0 THEN NULL ELSE init_loss"
+                " END WHERE run_id=?",
+                (step, step, run_id),
+            )
+
+    def checkpoint(self, run_id: str) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The run's latest checkpoint as (step, named arrays), or None."""
+        row = self._db.execute(
+            "SELECT step, data FROM checkpoints WHERE run_id=?", (run_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        try:
+            return int(row[0]), decode_arrays(row[1])
+        except (ValueError, OSError, EOFError) as error:
+            raise CacheError(f"run {run_id}: corrupt checkpoint ({error})") from None
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits (cheap change polling)."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def sweeps(self) -> list[SweepInfo]:
+        """Every sweep, newest first, with per-state run counts."""
+        counts: dict[str, dict[str, int]] = {}
+        for sweep, status, count in self._db.execute(
+            "SELECT sr.sweep, r.status, COUNT(*) FROM sweep_runs sr JOIN runs r USING (run_id)"
+            " GROUP BY sr.sweep, r.status"
+        ):
+            counts.setdefault(sweep, {})[status] = count
+        rows = self._db.execute("SELECT * FROM sweeps ORDER BY updated DESC").fetchall()
+        return [_sweep_info(row, counts.get(row[0], {})) for row in rows]
+
+    def sweep(self, name: str) -> SweepInfo:
+        """One sweep by name; CacheError naming the known sweeps if it does not exist."""
+        for info in self.sweeps():
+            if info.name == name:
+                return info
+        known = ", ".join(s.name for s in self.sweeps()) or "none yet"
+        raise CacheError(f"no sweep named {name!r} in {self.root} (known: {known})")
+
+    def runs(self, sweep: str | None = None, run_ids: Sequence[str] | None = None) -> list[RunInfo]:
+        """Runs of one sweep (or all, or the given ids), ordered by γ, then η, then seed."""
+        columns = (
+            "r.run_id, r.gamma, r.eta, r.seed, r.dtype, r.shard_key, r.status, r.steps_done, r.steps_target,"
+            " r.diverged_step, r.init_loss, r.last_loss, r.error, r.lease_owner,"
+            " r.lease_expires, r.wall_seconds, r.updated"
+        )
+        if sweep is not None:
+            query = (f"SELECT {columns} FROM runs r JOIN sweep_runs sr USING (run_id)"
+                     " WHERE sr.sweep=?")
+            rows = self._db.execute(query, (sweep,)).fetchall()
+        else:
+            rows = self._db.execute(f"SELECT {columns} FROM runs r").fetchall()
+        infos = [RunInfo(*row) for row in rows]
+        if run_ids is not None:
+            wanted = set(run_ids)
+            infos = [info for info in infos if info.run_id in wanted]
+        return sorted(infos, key=lambda r: (r.gamma, r.eta, r.seed))
+
+    def specs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored RunSpec JSON of each run, as dicts."""
+        found = {}
+        for run_id in run_ids:
+            row = self._db.execute(
+                "SELECT spec_json FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+            if row is not None:
+                found[run_id] = json.loads(row[0])
+        return found
+
+    def curves(self, run_ids: Iterable[str] | None = None) -> dict[str, Curve]:
+        """The loss curves of the given runs (all runs if None), keyed by run id."""
+        query = "SELECT run_id, start_step, window, data FROM curve_chunks"
+        if run_ids is None:
+            batches: list[list[str]] = [[]]
+        else:
+            ids = list(run_ids)
+            batches = [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        parts: dict[str, list[tuple[int, int, bytes]]] = {}
+        for batch in batches:
+            where = f" WHERE run_id IN ({','.join('?' * len(batch))})" if batch else ""
+            for run_id, start, window, data in self._db.execute(
+                query + where + " ORDER BY run_id, start_step", batch
+            ):
+                parts.setdefault(run_id, []).append((start, window, data))
+        return {run_id: _assemble(chunks) for run_id, chunks in parts.items()}
+
+
+def _assemble(chunks: list[tuple[int, int, bytes]]) -> Curve:
+    """Concatenate a run's chunks into step positions (window centres) and losses."""
+    steps, losses = [], []
+    for start, window, data in chunks:
+        values = np.frombuffer(data, dtype="<f4")
+        steps.append(start + (window - 1) / 2 + window * np.arange(len(values), dtype=np.float64))
+        losses.append(values)
+    if not steps:
+        return Curve(np.zeros(0), np.zeros(0, dtype=np.float32))
+    return Curve(np.concatenate(steps), np.concatenate(losses))
+
+
+def _sweep_info(row: tuple[Any, ...], counts: dict[str, int]) -> SweepInfo:
+    """A SweepInfo from a `sweeps` row."""
+    name, preset_path, preset_toml, config_json, steps, created, updated = row
+    return SweepInfo(name, preset_path, preset_toml, json.loads(config_json), steps, created,
+                     updated, counts)

@@ -1,0 +1,274 @@
+"""The `gamma-tui` command: the app with no arguments, headless subcommands otherwise.
+
+Diagnostics and progress go to stderr (rich), data to stdout. Bad input (a preset, a sweep
+name, a cache from a newer version) exits with status 2 and one message, never a traceback.
+Heavy modules (the engine, textual) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gamma_tui.cache import Cache, CacheError, default_cache_dir
+from gamma_tui.config import PresetError, load_preset
+
+DEFAULT_PRESET = Path("presets/quickstart.toml")
+
+app = typer.Typer(
+    name="gamma-tui",
+    help="A terminal workbench for the γ–η landscape of online SGD (arXiv:2410.04642).\n\n"
+    "With no command, opens the app on presets/quickstart.toml and the local cache (runs/).",
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+CacheOption = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Cache directory (default: $GAMMA_TUI_CACHE or ./runs)."),
+]
+SweepArgument = Annotated[str, typer.Argument(help="A sweep name from `ls`, or a preset path.")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn PresetError/CacheError into one red line and exit status 2."""
+    try:
+        yield
+    except (PresetError, CacheError) as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def open_cache(path: Path | None) -> Cache:
+    """The cache at `path` or the default location."""
+    return Cache(path or default_cache_dir())
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    cache: CacheOption = None,
+    preset: Annotated[Path, typer.Option(help="Preset the app opens on.")] = DEFAULT_PRESET,
+) -> None:
+    """Open the app when no command is given."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with user_errors():
+        from gamma_tui.ui.app import run_app
+
+        run_app(cache_dir=cache or default_cache_dir(), preset=preset)
+
+
+@app.command()
+def run(
+    preset: Annotated[Path, typer.Argument(help="Preset TOML file, e.g. presets/smoke.toml.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a preset key: --set train.steps=2000 (repeatable)."),
+    ] = None,
+    cache: CacheOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:N (default: the preset's).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train every run of PRESET that the cache does not already have."""
+    from gamma_tui.runner import run_sweep
+
+    with user_errors():
+        loaded = load_preset(preset, set_ or [])
+        text = preset.read_text(encoding="utf-8")
+        store = open_cache(cache)
+        err.print(f"[bold]{loaded.name}[/]: {loaded.run_count()} runs, "
+                  f"{loaded.train.steps} steps, cache {store.root}")
+        with _progress_display(quiet) as show:
+            final, errors = run_sweep(store, loaded, text, str(preset), workers,
+                                      device or loaded.train.device, on_progress=show)
+    for message in errors:
+        err.print(f"[red]worker failed:[/] {message}", markup=True, highlight=False)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(final.counts.items()))
+    err.print(f"{final.finished}/{final.total} runs finished ({counts})")
+    unfinished = final.total - final.counts.get("done", 0) - final.counts.get("diverged", 0) \
+        - final.counts.get("skipped", 0)
+    raise typer.Exit(1 if errors or unfinished else 0)
+
+
+@contextmanager
+def _progress_display(quiet: bool) -> Iterator[Any]:
+    """A rich progress bar over steps with runs done/total, diverged, steps/s and ETA."""
+    if quiet:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
+               TextColumn("{task.fields[rate]}"))
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("training", total=1, runs="", rate="")
+
+        def show(p: Any) -> None:
+            eta = p.eta_seconds
+            bar.update(
+                task, completed=p.steps_done, total=max(p.steps_total, 1),
+                runs=f"{p.finished}/{p.total} runs, {p.counts.get('diverged', 0)} diverged",
+                rate=f"{p.steps_per_second:,.0f} steps/s"
+                + (f", ETA {eta:,.0f}s" if eta is not None else ""))
+
+        yield show
+
+
+@app.command("ls")
+def list_(
+    cache: CacheOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    runs: Annotated[bool, typer.Option("--runs", help="List every run too.")] = False,
+) -> None:
+    """List the sweeps in the cache and the states of their runs."""
+    with user_errors():
+        store = open_cache(cache)
+        sweeps = store.sweeps()
+        if as_json:
+            payload = [_sweep_json(store, s.name, s) for s in sweeps]
+            out.print(json.dumps({"cache": str(store.root), "sweeps": payload}, indent=1))
+            return
+        table = Table("sweep", "runs", "done", "diverged", "running", "queued", "other",
+                      "steps", "updated", title=f"cache {store.root}")
+        for s in sweeps:
+            other = s.total - sum(s.counts.get(k, 0) for k in ("done", "diverged", "running",
+                                                                "queued"))
+            table.add_row(s.name, str(s.total), *(str(s.counts.get(k, 0)) for k in
+                          ("done", "diverged", "running", "queued")), str(other), str(s.steps),
+                          _time(s.updated))
+        out.print(table if sweeps else f"no sweeps in {store.root} yet; try "
+                  "`gamma-tui run presets/smoke.toml`")
+        if runs:
+            for s in sweeps:
+                out.print(_runs_table(store, s.name))
+
+
+def _sweep_json(store: Cache, name: str, info: Any) -> dict[str, Any]:
+    """One sweep and its runs as plain JSON."""
+    return {
+        "name": name, "steps": info.steps, "counts": info.counts, "preset": info.preset_path,
+        "runs": [{"run_id": r.run_id, "gamma": r.gamma, "eta": r.eta, "seed": r.seed,
+                  "state": r.state, "steps_done": r.steps_done, "steps_target": r.steps_target,
+                  "diverged_step": r.diverged_step, "init_loss": r.init_loss,
+                  "last_loss": _finite(r.last_loss), "error": r.error}
+                 for r in store.runs(name)],
+    }
+
+
+def _runs_table(store: Cache, name: str) -> Table:
+    """A table of one sweep's runs."""
+    table = Table("run", "γ", "η", "seed", "state", "steps", "last loss", title=name)
+    for r in store.runs(name):
+        table.add_row(r.run_id, f"{r.gamma:.3g}", f"{r.eta:.3g}", str(r.seed), r.state,
+                      f"{r.steps_done}/{r.steps_target}",
+                      "-" if r.last_loss is None else f"{r.last_loss:.3g}")
+    return table
+
+
+@app.command()
+def show(sweep: SweepArgument, cache: CacheOption = None) -> None:
+    """Print a text heatmap of final loss over (γ, η), with η*(γ) per γ."""
+    from gamma_tui.report import heatmap_text
+
+    with user_errors():
+        store = open_cache(cache)
+        out.print(heatmap_text(store, _resolve(store, sweep)))
+
+
+@app.command()
+def fit(
+    sweep: SweepArgument,
+    cache: CacheOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Fit η*(γ) and η_div(γ): per-γ tables and log-log slopes in the lazy and rich regimes."""
+    from gamma_tui.report import fit_summary, fit_text
+
+    with user_errors():
+        store = open_cache(cache)
+        summary = fit_summary(store, _resolve(store, sweep))
+        out.print(json.dumps(summary, indent=1) if as_json else fit_text(summary))
+
+
+@app.command()
+def export(
+    sweep: SweepArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
+    format_: Annotated[str, typer.Option("--format", help="csv (long: one row per point) or json.")]
+    = "csv",
+    cache: CacheOption = None,
+) -> None:
+    """Write every run of SWEEP with its loss curve to a CSV or JSON file."""
+    from gamma_tui.results import load_run_curves
+
+    with user_errors():
+        if format_ not in ("csv", "json"):
+            raise PresetError(f"--format {format_!r}: use csv or json")
+        store = open_cache(cache)
+        name = _resolve(store, sweep)
+        runs, curves = load_run_curves(store, name)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial = output.with_name(output.name + ".partial")
+        with partial.open("w", newline="") as handle:
+            if format_ == "csv":
+                writer = csv.writer(handle)
+                writer.writerow(["run_id", "gamma", "eta", "seed", "state", "diverged_step",
+                                 "step", "loss"])
+                for run, curve in zip(runs, curves, strict=True):
+                    head = [run.run_id, run.gamma, run.eta, run.seed, run.state,
+                            run.diverged_step if run.diverged_step is not None else ""]
+                    for step, loss in zip(curve.steps, curve.loss, strict=True):
+                        writer.writerow([*head, f"{step:g}", f"{loss:.7g}"])
+            else:
+                json.dump({"sweep": name, "runs": [
+                    {"run_id": r.run_id, "gamma": r.gamma, "eta": r.eta, "seed": r.seed,
+                     "state": r.state, "diverged_step": r.diverged_step,
+                     "steps": c.steps.tolist(), "loss": [_finite(v) for v in c.loss.tolist()]}
+                    for r, c in zip(runs, curves, strict=True)]}, handle)
+        partial.replace(output)
+    err.print(f"wrote {len(runs)} runs of {name} to {output}")
+
+
+def _resolve(store: Cache, sweep: str) -> str:
+    from gamma_tui.results import resolve_sweep
+
+    return resolve_sweep(store, sweep)
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN/inf: such values become null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _time(stamp: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted; runs keep their checkpoints and resume on the next `run`")
+        sys.exit(130)

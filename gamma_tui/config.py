@@ -1,0 +1,340 @@
+"""Presets: the pydantic schema of a sweep, its γ×η grid, and the RunSpecs it expands to.
+
+A preset is a TOML file (see presets/). `load_preset` parses and validates it and turns every
+problem into one `PresetError` whose message names the file, the key path and a fix, so the CLI
+can print it and exit 2 instead of showing a traceback. `expand` turns a preset into one frozen
+`RunSpec` per (γ, η, seed); a RunSpec's `run_id` is the hash of everything that changes the
+result of training (never paths, devices or worker counts), which is what makes the cache
+content-addressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SPEC_VERSION = 1
+"""Bumped whenever the parameterization or training loop changes results: it is part of run ids."""
+
+MAX_GRID_RUNS = 100_000
+"""A preset that expands to more runs than this is rejected as a likely typo."""
+
+SIGNIFICANT_DIGITS = 10
+"""Grid values are rounded to this many digits so equal points from different presets share runs."""
+
+
+class Strict(BaseModel):
+    """Base of every preset section: unknown keys are errors and values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(Strict):
+    """The trained network: kind, width N, depth L (number of weight matrices), bias, activation."""
+
+    kind: Literal["mlp"] = "mlp"
+    width: int = Field(128, ge=1, le=1_000_000)
+    depth: int = Field(3, ge=1, le=64)
+    bias: bool = False
+    activation: Literal["relu", "linear"] = "relu"
+
+
+class DataConfig(Strict):
+    """The online data stream: a synthetic teacher on Gaussian inputs, fresh batch every step."""
+
+    kind: Literal["teacher_mlp", "teacher_classes", "teacher_linear"] = "teacher_mlp"
+    input_dim: int = Field(32, ge=1, le=1_000_000)
+    hidden: int = Field(4, ge=1, le=100_000, description="teacher hidden units k")
+    outputs: int = Field(1, ge=1, le=100_000, description="teacher outputs C")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class TrainConfig(Strict):
+    """How each run trains: online SGD settings, precision, device and cache cadence."""
+
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    steps: int = Field(1000, ge=1, le=10**9)
+    loss: Literal["mse", "xent"] = "mse"
+    optimizer: Literal["sgd"] = "sgd"
+    dtype: Literal["auto", "float32", "float64"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = Field(250, ge=1, le=10**9)
+    curve_cap: int = Field(10_000, ge=16, le=10**8)
+    divergence_factor: float = Field(1e6, gt=1.0)
+
+    @field_validator("divergence_factor")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number, e.g. 1e6")
+        return value
+
+
+class LogRange(Strict):
+    """A log-spaced range [min, max] with `per_decade` points per factor of ten."""
+
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+    per_decade: float = Field(2.0, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogRange:
+        for name in ("min", "max", "per_decade"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g}); swap them")
+        return self
+
+    def values(self) -> list[float]:
+        """The grid points from min to max inclusive, rounded to SIGNIFICANT_DIGITS."""
+        lo, hi = math.log10(self.min), math.log10(self.max)
+        count = int(math.floor((hi - lo) * self.per_decade + 1e-9)) + 1
+        return [_round(10 ** (lo + i / self.per_decade)) for i in range(count)]
+
+
+class EtaRange(LogRange):
+    """The η grid: absolute values, or multipliers c of the predicted scaling η = c·γ^p."""
+
+    scale: Literal["absolute", "relative"] = "absolute"
+    per_decade: float = Field(4.0, gt=0, le=1000)
+
+
+class CutoffConfig(Strict):
+    """The reference code's adaptive cut-off: skip η more than `decades` below the first stable η."""
+
+    decades: float | None = Field(None, gt=0)
+
+
+class Preset(Strict):
+    """A whole sweep: network, data, training, the γ and η grids, seeds and the cut-off."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    network: NetworkConfig = NetworkConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    gamma: LogRange
+    eta: EtaRange
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
+    cutoff: CutoffConfig = CutoffConfig()
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _count_to_list(cls, value: Any) -> Any:
+        """`seeds = 3` means seeds 0, 1, 2."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= 1000:
+                raise ValueError("a seed count must be between 1 and 1000")
+            return list(range(value))
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0 or max(value) >= 2**31:
+            raise ValueError("seeds must be distinct integers in [0, 2^31), e.g. [0, 1, 2]")
+        return value
+
+    @model_validator(mode="after")
+    def _task_fits_loss(self) -> Preset:
+        if self.train.loss == "xent" and self.data.kind != "teacher_classes":
+            raise ValueError("loss 'xent' needs class labels: set data.kind = 'teacher_classes'")
+        if self.data.kind == "teacher_classes" and self.data.outputs < 2:
+            raise ValueError("data.outputs must be >= 2 for 'teacher_classes'")
+        if self.run_count() > MAX_GRID_RUNS:
+            raise ValueError(
+                f"the grid expands to {self.run_count()} runs (limit {MAX_GRID_RUNS}); "
+                "narrow gamma/eta ranges or lower per_decade"
+            )
+        return self
+
+    def run_count(self) -> int:
+        """Number of runs the grid expands to (before any cut-off)."""
+        return len(self.gamma.values()) * len(self.eta.values()) * len(self.seeds)
+
+
+class RunSpec(Strict):
+    """Everything that determines one run's result; its hash is the run id."""
+
+    network: NetworkConfig
+    data: DataConfig
+    batch_size: int
+    loss: Literal["mse", "xent"]
+    optimizer: Literal["sgd"]
+    dtype: Literal["float32", "float64"]
+    divergence_factor: float
+    curve_cap: int
+    gamma: float
+    eta: float
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        """16 hex digits of the SHA-256 of the canonical JSON of this spec and SPEC_VERSION."""
+        return _digest({"v": SPEC_VERSION, **self.model_dump()})
+
+    @property
+    def shard_key(self) -> str:
+        """Runs with equal shard keys share architecture, data stream and dtype: one ensemble."""
+        shared = self.model_dump(exclude={"gamma", "eta", "seed"})
+        return _digest({"v": SPEC_VERSION, **shared})
+
+
+class PresetError(Exception):
+    """A preset could not be used; the message names the file, the key path and a fix."""
+
+
+def predicted_eta_exponent(gamma: float, depth: int) -> float:
+    """The exponent p in η* ∝ γ^p: 2 in the lazy regime (γ < 1), 2/L in the rich one."""
+    return 2.0 if gamma < 1.0 else 2.0 / depth
+
+
+def eta_values(preset: Preset, gamma: float) -> list[float]:
+    """The η grid at one γ: absolute, or c·γ^p for every multiplier c in the η range."""
+    base = preset.eta.values()
+    if preset.eta.scale == "absolute":
+        return base
+    scale = gamma ** predicted_eta_exponent(gamma, preset.network.depth)
+    return [_round(c * scale) for c in base]
+
+
+def resolve_dtype(preset: Preset, gamma: float) -> Literal["float32", "float64"]:
+    """float64 when γ < 1e-2 under the auto policy (float32 cannot resolve the tiny updates)."""
+    if preset.train.dtype != "auto":
+        return preset.train.dtype
+    return "float64" if gamma < 1e-2 else "float32"
+
+
+def expand(preset: Preset) -> list[RunSpec]:
+    """One RunSpec per (γ, η, seed) of the preset's grid, γ-major, η descending, then seed."""
+    specs = []
+    for gamma in preset.gamma.values():
+        for eta in sorted(eta_values(preset, gamma), reverse=True):
+            for seed in preset.seeds:
+                specs.append(
+                    RunSpec(
+                        network=preset.network,
+                        data=preset.data,
+                        batch_size=preset.train.batch_size,
+                        loss=preset.train.loss,
+                        optimizer=preset.train.optimizer,
+                        dtype=resolve_dtype(preset, gamma),
+                        divergence_factor=preset.train.divergence_factor,
+                        curve_cap=preset.train.curve_cap,
+                        gamma=gamma,
+                        eta=eta,
+                        seed=seed,
+                    )
+                )
+    return specs
+
+
+def load_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
+    """Read, override and validate a preset file; every failure is one PresetError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PresetError(f"{path}: no such preset file; list presets with `ls presets/`") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PresetError(f"{path}: cannot read the preset ({error})") from None
+    return parse_preset(text, source=str(path), overrides=overrides, default_name=path.stem)
+
+
+def parse_preset(
+    text: str,
+    source: str = "<preset>",
+    overrides: list[str] | tuple[str, ...] = (),
+    default_name: str = "preset",
+) -> Preset:
+    """Validate preset TOML text; `source` is the file name used in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PresetError(f"{source}: invalid TOML: {error}. Fix the syntax at that line.") from None
+    for override in overrides:
+        _apply_override(raw, override, source)
+    raw.setdefault("name", _safe_name(default_name))
+    try:
+        return Preset.model_validate(raw)
+    except ValidationError as error:
+        raise PresetError(_describe(error, source)) from None
+    except (ValueError, OverflowError) as error:
+        raise PresetError(f"{source}: {error}") from None
+
+
+def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
+    """Apply one `key.path=value` override; the value is read as TOML, else as a string."""
+    key, sep, value_text = override.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise PresetError(f"--set {override!r}: expected KEY.PATH=VALUE, e.g. train.steps=2000")
+    try:
+        value = tomllib.loads(f"v = {value_text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text.strip()
+    node = raw
+    for part in keys[:-1]:
+        child = node.setdefault(part.strip(), {})
+        if not isinstance(child, dict):
+            raise PresetError(f"{source}: --set {key}: '{part}' is a value, not a table")
+        node = child
+    node[keys[-1].strip()] = value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    """One readable message for a pydantic error: file, key path, problem and a fix."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{source}: key '{loc}': {_hint(item)}")
+    return "\n".join(lines)
+
+
+def _hint(item: Any) -> str:
+    """The problem and a fix for one pydantic error item."""
+    kind, message = item["type"], item["msg"]
+    value = item.get("input")
+    if kind == "extra_forbidden":
+        if len(item["loc"]) > 1 and item["loc"][-1] in Preset.model_fields:
+            return (f"unknown key here; '{item['loc'][-1]}' is a top-level key: move it above "
+                    "the first [table] header")
+        return "unknown key; remove it or check its spelling against presets/quickstart.toml"
+    if kind == "missing":
+        return "required key is missing; add it (see presets/quickstart.toml)"
+    if kind == "literal_error":
+        return f"{message} (got {value!r})"
+    if kind == "value_error":
+        return str(message).removeprefix("Value error, ")
+    return f"{message} (got {value!r})"
+
+
+def _safe_name(stem: str) -> str:
+    """A valid preset name derived from a file stem."""
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
+    return (cleaned or "preset")[:64]
+
+
+def _round(value: float) -> float:
+    """Round to SIGNIFICANT_DIGITS so 10**(k/2) from different grids compare equal."""
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    """First 16 hex digits of the SHA-256 of canonical JSON."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

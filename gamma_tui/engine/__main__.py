@@ -1,0 +1,71 @@
+"""Worker process: train the given shards into the cache, then exit.
+
+    python -m gamma_tui.engine --cache runs --shard RUN_ID,RUN_ID,... [--shard ...]
+
+Exit status 0 when every shard was trained (or already held elsewhere), 1 when a shard
+failed (its runs are marked failed with the error), 130 when stopped by a signal (runs
+keep their checkpoints and go back to the queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import traceback
+import uuid
+
+import torch
+
+from gamma_tui.cache import Cache
+from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, resolve_device
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the worker."""
+    parser = argparse.ArgumentParser(prog="python -m gamma_tui.engine", description=__doc__)
+    parser.add_argument("--cache", required=True, help="cache directory")
+    parser.add_argument("--shard", action="append", default=[], help="comma-separated run ids")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps per checkpoint")
+    parser.add_argument("--commit-seconds", type=float, default=2.0, help="curve write cadence")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train every shard named on the command line."""
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    options = TrainerOptions(resolve_device(args.device), args.checkpoint_every,
+                             args.commit_seconds)
+    cache = Cache(args.cache)
+    trainer = ShardTrainer(cache, owner, options)
+
+    def stop(signum: int, _frame: object) -> None:
+        trainer.stop_requested = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    status = 0
+    try:
+        for shard in args.shard:
+            if trainer.stop_requested:
+                break
+            trainer.train([run_id for run_id in shard.split(",") if run_id])
+    except Exception as error:  # a failed shard is reported in the cache, not lost
+        traceback.print_exc()
+        cache.fail(owner, f"{type(error).__name__}: {error}")
+        status = 1
+    finally:
+        cache.release(owner)
+        cache.close()
+    return 130 if trainer.stop_requested and status == 0 else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Online data streams: a fresh batch every step, a pure function of (data seed, step).
+
+Batches are drawn in blocks of steps, each block from its own generator seeded by the data
+seed and the block index, so any step can be regenerated without replaying the ones before
+it: a resumed run sees exactly the batches it would have seen. Every member of an ensemble
+sees the same batch at each step, as in the reference code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gamma_tui.config import DataConfig
+
+BLOCK_ELEMENTS = 1 << 22
+"""About this many input numbers are drawn per block (16 MiB of float32)."""
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one (seed, stream) pair; stream 0 is the teacher, k+1 is block k."""
+    return torch.Generator().manual_seed((seed * 0x9E3779B1 + stream * 0x85EBCA77) % 2**63)
+
+
+@dataclass
+class Batch:
+    """One step's inputs and targets on the training device."""
+
+    x: torch.Tensor  # (B, D)
+    target: torch.Tensor  # (B, C) values for MSE, (B,) class indices for cross-entropy
+
+
+class TeacherStream:
+    """Gaussian inputs x ~ N(0, I_D) labelled by a fixed random teacher.
+
+    teacher_mlp: y_c = Σ_k a_ck relu(u_k·x) / 2 with u_k ~ N(0, I/D), a_ck = ±1 (PAPER.md §5).
+    teacher_classes: the same teacher's argmax as a class label (one-hot {0,1} targets for
+    MSE, indices for cross-entropy). teacher_linear: y = U x with U ~ N(0, I/D).
+    """
+
+    def __init__(self, config: DataConfig, batch_size: int, loss: str,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        self.config, self.batch_size, self.loss = config, batch_size, loss
+        self.dtype, self.device = dtype, device
+        self.block_steps = max(1, min(256, BLOCK_ELEMENTS // (batch_size * config.input_dim)))
+        generator = _generator(config.seed, 0)
+        d, k, c = config.input_dim, config.hidden, config.outputs
+        if config.kind == "teacher_linear":
+            self.u = torch.randn(c, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
+            self.a = None
+        else:
+            self.u = torch.randn(k, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
+            signs = torch.randint(0, 2, (c, k), generator=generator, dtype=torch.int64)
+            self.a = (2.0 * signs - 1.0).to(torch.float64)
+        self._block_index = -1
+        self._x: torch.Tensor | None = None
+        self._target: torch.Tensor | None = None
+
+    @property
+    def outputs(self) -> int:
+        """Number of network outputs C."""
+        return self.config.outputs
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher outputs (..., C) in float64 for inputs (..., D)."""
+        pre = x.to(torch.float64) @ self.u.T
+        if self.a is None:
+            return pre
+        return torch.relu(pre) @ self.a.T / 2.0
+
+    def batch(self, step: int) -> Batch:
+        """The batch of `step` (0-based), on the device."""
+        block, offset = divmod(step, self.block_steps)
+        if block != self._block_index:
+            self._load_block(block)
+        assert self._x is not None and self._target is not None
+        return Batch(self._x[offset], self._target[offset])
+
+    def _load_block(self, block: int) -> None:
+        """Draw the inputs of `block_steps` steps on CPU and label them."""
+        generator = _generator(self.config.seed, block + 1)
+        shape = (self.block_steps, self.batch_size, self.config.input_dim)
+        x = torch.randn(shape, generator=generator, dtype=torch.float32)
+        y = self.labels(x)
+        if self.config.kind == "teacher_classes":
+            classes = y.argmax(dim=-1)
+            if self.loss == "xent":
+                target = classes
+            else:
+                target = torch.nn.functional.one_hot(classes, self.config.outputs).to(self.dtype)
+        else:
+            target = y.to(self.dtype)
+        self._x = x.to(device=self.device, dtype=self.dtype)
+        self._target = target.to(self.device)
+        self._block_index = block
+
+
+def make_stream(config: DataConfig, batch_size: int, loss: str,
+                dtype: torch.dtype, device: torch.device) -> TeacherStream:
+    """The data stream named by `config.kind`."""
+    return TeacherStream(config, batch_size, loss, dtype, device)

@@ -1,0 +1,194 @@
+"""The μP + γ + centering parameterization of Atanasov, Meterez, Simon & Pehlevan (2024).
+
+*The Optimization Landscape of SGD Across the Feature Learning Strength*, arXiv:2410.04642,
+with the layout of its reference code (Pehlevan-Group/Richness_Sweep). For an MLP of depth L
+(L weight matrices), width N, input dimension D and C outputs:
+
+    h1      = (W0 x + b0) / sqrt(D)
+    h(l+1)  = (Wl φ(hl) + bl) / sqrt(N)            l = 1 .. L-2
+    f_mu(x) = (W(L-1) φ(h(L-1)) + b(L-1)) / N        readout divided by its fan-in (μP)
+    f(x)    = (f_mu(x; θ) - f_mu(x; θ0)) / γ         centered by a frozen copy of the init
+
+Every weight starts i.i.d. N(0, 1) and every bias at 0; the width scaling lives only in the
+forward multipliers. Plain SGD uses one learning rate N·η for every parameter (γ does not
+enter it). MSE is the mean over batch and outputs of (f - y)²; cross-entropy acts on f.
+
+Everything in this module is an ensemble of E members stacked on a leading axis: weights are
+(E, out, in), and members share the input batch, which makes the first layer one GEMM and
+the others batched matmuls. Gradients are written out by hand (no autograd): the loop is
+short, it avoids graph overhead, and the per-member learning rate folds into the backward
+pass. This is the only place where these rules live.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gamma_tui.config import NetworkConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Shapes and multipliers of one MLP in the parameterization above."""
+
+    widths: tuple[int, ...]  # (D, N, ..., N, C): L + 1 entries
+    bias: bool
+    activation: str
+
+    @classmethod
+    def of(cls, network: NetworkConfig, input_dim: int, outputs: int) -> Architecture:
+        """The MLP of `network` on data of dimension `input_dim` with `outputs` outputs."""
+        hidden = (network.width,) * (network.depth - 1)
+        return cls((input_dim, *hidden, outputs), network.bias, network.activation)
+
+    @property
+    def depth(self) -> int:
+        """L, the number of weight matrices."""
+        return len(self.widths) - 1
+
+    def multiplier(self, layer: int) -> float:
+        """Forward multiplier of a layer: 1/sqrt(fan_in) for hidden layers, 1/fan_in readout."""
+        fan_in = self.widths[layer]
+        return 1.0 / fan_in if layer == self.depth - 1 else 1.0 / math.sqrt(fan_in)
+
+    def parameter_count(self) -> int:
+        """Parameters of one member (weights and, if enabled, biases)."""
+        pairs = zip(self.widths[:-1], self.widths[1:], strict=True)
+        return sum(n_in * n_out + (n_out if self.bias else 0) for n_in, n_out in pairs)
+
+
+def learning_rate(eta: float, width: int) -> float:
+    """The SGD step size of the parameterization: N·η for every parameter."""
+    return width * eta
+
+
+def init_weights(arch: Architecture, seed: int) -> list[torch.Tensor]:
+    """One member's initial parameters, float64 on CPU: N(0, 1) weights, zero biases.
+
+    The draw depends only on the seed and the shapes, so members with one seed start
+    identically whatever their γ, η or dtype.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    params = []
+    for n_in, n_out in zip(arch.widths[:-1], arch.widths[1:], strict=True):
+        params.append(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64))
+        if arch.bias:
+            params.append(torch.zeros(n_out, dtype=torch.float64))
+    return params
+
+
+class EnsembleMLP:
+    """E members of one architecture trained in lockstep on a shared batch."""
+
+    def __init__(self, arch: Architecture, params: list[torch.Tensor]) -> None:
+        """`params` are stacked per member: weights (E, out, in), biases (E, out)."""
+        self.arch = arch
+        self.params = params
+
+    @property
+    def size(self) -> int:
+        """Number of members E."""
+        return self.params[0].shape[0]
+
+    def weight(self, layer: int) -> torch.Tensor:
+        """Stacked weight of a layer, (E, out, in)."""
+        return self.params[layer * (2 if self.arch.bias else 1)]
+
+    def bias(self, layer: int) -> torch.Tensor | None:
+        """Stacked bias of a layer, (E, out), or None without biases."""
+        return self.params[2 * layer + 1] if self.arch.bias else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """f_mu for every member on the shared batch x (B, D): output (E, B, C) and activations.
+
+        The activations list holds each layer's pre-activation z (E, B, out), which the
+        backward pass needs to gate the gradient.
+        """
+        members, batch = self.size, x.shape[0]
+        w0 = self.weight(0)
+        z = (x @ w0.reshape(members * w0.shape[1], -1).T).view(batch, members, -1).transpose(0, 1)
+        z = self._finish_layer(z, 0)
+        pre = [z]
+        for layer in range(1, self.arch.depth):
+            z = self._finish_layer(torch.bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer)
+            pre.append(z)
+        return z, pre
+
+    def _finish_layer(self, z: torch.Tensor, layer: int) -> torch.Tensor:
+        """Add the bias and apply the layer's forward multiplier."""
+        b = self.bias(layer)
+        if b is not None:
+            z = z + b[:, None, :]
+        return z * self.arch.multiplier(layer)
+
+    def _act(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.relu(z) if self.arch.activation == "relu" else z
+
+    def sgd_step(self, x: torch.Tensor, pre: list[torch.Tensor], grad_out: torch.Tensor) -> None:
+        """Apply one SGD update given lr-scaled dLoss/df_mu (E, B, C) and the forward's `pre`.
+
+        grad_out already carries each member's step size N·η, so every parameter moves by
+        -grad_out-propagated gradient. Each layer's input-gradient is taken before its weight
+        is updated, which makes this exactly SGD on the loss at the current parameters.
+        """
+        grad = grad_out
+        for layer in range(self.arch.depth - 1, -1, -1):
+            scale = self.arch.multiplier(layer)
+            weight = self.weight(layer)
+            below = None
+            if layer > 0:
+                below = torch.bmm(grad, weight) * scale
+                if self.arch.activation == "relu":
+                    below = below * (pre[layer - 1] > 0)
+            if layer == 0:
+                flat = weight.view(-1, weight.shape[2])
+                flat.addmm_(grad.transpose(1, 2).reshape(flat.shape[0], -1), x, alpha=-scale)
+            else:
+                weight.baddbmm_(grad.transpose(1, 2), self._act(pre[layer - 1]), alpha=-scale)
+            b = self.bias(layer)
+            if b is not None:
+                b.sub_(grad.sum(dim=1), alpha=scale)
+            if below is not None:
+                grad = below
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the members at indices `keep` (compaction after divergence or finish)."""
+        self.params = [p.index_select(0, keep) for p in self.params]
+
+    def extend(self, other: EnsembleMLP) -> None:
+        """Append another ensemble's members (a cohort that caught up)."""
+        self.params = [torch.cat([a, b]) for a, b in zip(self.params, other.params, strict=True)]
+
+
+def loss_and_grad(
+    f_mu: torch.Tensor,
+    f_mu0: torch.Tensor,
+    gamma: torch.Tensor,
+    step_size: torch.Tensor,
+    target: torch.Tensor,
+    loss: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member loss (E,) of the centered output and step-size-scaled dLoss/df_mu (E, B, C).
+
+    f = (f_mu - f_mu0)/γ. MSE: mean over batch and outputs of (f - y)², `target` the
+    (B, C) values. Cross-entropy: mean over batch, `target` the (B,) class indices.
+    """
+    members, batch, outputs = f_mu.shape
+    inv_gamma = (1.0 / gamma)[:, None, None]
+    f = (f_mu - f_mu0) * inv_gamma
+    if loss == "mse":
+        residual = f - target
+        value = residual.square().mean(dim=(1, 2))
+        grad = residual * (2.0 / (batch * outputs))
+    else:
+        log_probs = torch.log_softmax(f, dim=2)
+        picked = log_probs.gather(2, target.view(1, batch, 1).expand(members, batch, 1))
+        value = -picked.mean(dim=(1, 2))
+        grad = log_probs.exp()
+        grad.scatter_add_(2, target.view(1, batch, 1).expand(members, batch, 1),
+                          torch.full_like(picked, -1.0))
+        grad = grad * (1.0 / batch)
+    return value, grad * (inv_gamma * step_size[:, None, None])

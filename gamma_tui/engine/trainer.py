@@ -1,0 +1,248 @@
+"""The shard trainer: all runs of a shard train as one batched ensemble and report to the cache.
+
+A shard is a set of runs with one architecture, data stream and dtype (equal `shard_key`).
+The trainer leases them, restores each from its last checkpoint (or the seed's init), and
+steps them in lockstep on a shared batch. Runs that start later (resumed or extended at
+different steps) form cohorts that join the ensemble once it reaches their step. Members
+that diverge or reach their target leave the ensemble, so they stop costing compute.
+Losses stay on the device and are read every `sync_every` steps, the only host sync.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.config import RunSpec
+from gamma_tui.engine.data import make_stream
+from gamma_tui.engine.parameterization import (
+    Architecture,
+    EnsembleMLP,
+    init_weights,
+    learning_rate,
+    loss_and_grad,
+)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Member:
+    """One run inside the ensemble: identity, targets and losses not yet committed."""
+
+    spec: RunSpec
+    run_id: str
+    start_step: int
+    target_steps: int
+    init_loss: float | None
+    pending_start: int = 0
+    pending: list[np.ndarray] = field(default_factory=list)
+    last_checkpoint: int = 0
+    diverged_step: int | None = None
+    saved: dict[str, np.ndarray] | None = None
+
+    @property
+    def pending_count(self) -> int:
+        """Losses recorded but not committed."""
+        return sum(len(p) for p in self.pending)
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Worker-side knobs that never change results."""
+
+    device: torch.device
+    checkpoint_every: int = 250
+    commit_seconds: float = 2.0
+    sync_every: int = 32
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, then Apple MPS, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class ShardTrainer:
+    """Trains the runs of one shard held under a lease owned by `owner`."""
+
+    def __init__(self, cache: Cache, owner: str, options: TrainerOptions) -> None:
+        self.cache, self.owner, self.options = cache, owner, options
+        self.stop_requested = False
+
+    def train(self, run_ids: list[str]) -> int:
+        """Train every claimable run in `run_ids` to its target; returns how many it trained."""
+        members = self._restore(self.cache.claim(run_ids, self.owner))
+        if not members:
+            return 0
+        spec = members[0].spec
+        self.arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
+        self.dtype = DTYPES[spec.dtype]
+        self.stream = make_stream(spec.data, spec.batch_size, spec.loss, self.dtype,
+                                  self.options.device)
+        cohorts = sorted({m.start_step for m in members})
+        active: list[Member] = []
+        self.model: EnsembleMLP | None = None
+        step, last_commit = cohorts[0], time.monotonic()
+        while (active or cohorts) and not self.stop_requested:
+            if cohorts and (not active or step == cohorts[0]):
+                step = step if active else cohorts[0]
+                cohort_start = cohorts.pop(0)
+                joining = [m for m in members if m.start_step == cohort_start]
+                self._join(active, joining)
+                active += joining
+            model = self.model
+            assert model is not None
+            horizon = min([m.target_steps for m in active] + cohorts[:1]
+                          + [step + self.options.sync_every])
+            losses = self._run_steps(model, active, step, horizon)
+            step = horizon
+            self._record(active, losses, step)
+            finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
+            due = time.monotonic() - last_commit >= self.options.commit_seconds
+            if finished or due:
+                self._commit(active, step, final=finished)
+                last_commit = time.monotonic()
+            if finished:
+                keep = [i for i, m in enumerate(active) if m not in finished]
+                model.select(torch.tensor(keep, dtype=torch.long, device=self.options.device))
+                self._centering_select(keep)
+                active = [active[i] for i in keep]
+        if active:
+            self._commit(active, step, final=[], checkpoint=True)
+        return len(members)
+
+    # ---- setup ---------------------------------------------------------------------------
+
+    def _restore(self, run_ids: list[str]) -> list[Member]:
+        """Members for the claimed runs, each at its last checkpoint (or step 0)."""
+        infos = {info.run_id: info for info in self.cache.runs(run_ids=run_ids)}
+        members = []
+        for run_id, spec_dict in self.cache.specs(run_ids).items():
+            info = infos[run_id]
+            saved = self.cache.checkpoint(run_id)
+            start = saved[0] if saved else 0
+            if start != info.steps_done:
+                self.cache.rewind(run_id, start)
+            members.append(Member(
+                RunSpec.model_validate(spec_dict), run_id, start, info.steps_target,
+                info.init_loss if start else None, pending_start=start, last_checkpoint=start,
+                saved=saved[1] if saved else None))
+        return members
+
+    def _member_params(self, member: Member) -> list[torch.Tensor]:
+        """A member's parameters from its checkpoint, or its seed's initial draw."""
+        if member.saved is not None:
+            return [torch.from_numpy(member.saved[f"p{i}"]) for i in range(len(member.saved))]
+        return init_weights(self.arch, member.spec.seed)
+
+    def _stack(self, tensors: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+        """Stack per-member parameter lists into ensemble tensors on the device."""
+        return [torch.stack(group).to(device=self.options.device, dtype=self.dtype).contiguous()
+                for group in zip(*tensors, strict=True)]
+
+    def _join(self, active: list[Member], joining: list[Member]) -> None:
+        """Add a cohort to the ensemble and rebuild the per-member vectors."""
+        newcomers = EnsembleMLP(self.arch, self._stack([self._member_params(m) for m in joining]))
+        for member in joining:
+            member.saved = None
+        if self.model is None:
+            self.model = newcomers
+        else:
+            self.model.extend(newcomers)
+        self._set_vectors(active + joining)
+
+    def _set_vectors(self, members: list[Member]) -> None:
+        """Per-member γ, step size N·η and centering (frozen init per distinct seed)."""
+        device = self.options.device
+        self.gamma = torch.tensor([m.spec.gamma for m in members], dtype=self.dtype, device=device)
+        self.step_size = torch.tensor(
+            [learning_rate(m.spec.eta, m.spec.network.width) for m in members],
+            dtype=self.dtype, device=device)
+        seeds = sorted({m.spec.seed for m in members})
+        self.frozen = EnsembleMLP(self.arch, self._stack([init_weights(self.arch, s) for s in seeds]))
+        self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
+
+    def _centering_select(self, keep: list[int]) -> None:
+        """Compact the per-member vectors after members left."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.options.device)
+        self.gamma = self.gamma.index_select(0, index)
+        self.step_size = self.step_size.index_select(0, index)
+        self.seed_index = self.seed_index.index_select(0, index)
+
+    # ---- the training loop ---------------------------------------------------------------
+
+    def _run_steps(self, model: EnsembleMLP, active: list[Member], start: int,
+                   stop: int) -> torch.Tensor:
+        """Train steps [start, stop); returns the (E, stop - start) losses, still on device."""
+        loss_kind = active[0].spec.loss
+        losses = torch.empty(len(active), stop - start, dtype=self.dtype, device=self.options.device)
+        for offset, step in enumerate(range(start, stop)):
+            batch = self.stream.batch(step)
+            f_mu, pre = model.forward(batch.x)
+            f_mu0 = self.frozen.forward(batch.x)[0].index_select(0, self.seed_index)
+            value, grad = loss_and_grad(f_mu, f_mu0, self.gamma, self.step_size, batch.target,
+                                        loss_kind)
+            losses[:, offset] = value
+            model.sgd_step(batch.x, pre, grad)
+        return losses
+
+    def _record(self, active: list[Member], losses: torch.Tensor, stop: int) -> None:
+        """Move losses to the host, set initial losses and detect divergence."""
+        host = losses.cpu().numpy()
+        first = stop - host.shape[1]
+        for member, row in zip(active, host, strict=True):
+            if member.init_loss is None:
+                member.init_loss = float(row[0])
+            limit = member.spec.divergence_factor * max(member.init_loss, 1e-30)
+            bad = np.flatnonzero(~np.isfinite(row) | (row > limit))
+            if bad.size:
+                member.diverged_step = first + int(bad[0])
+                row = row[: bad[0] + 1]
+            member.pending.append(row.astype(np.float32))
+
+    def _commit(self, active: list[Member], step: int, final: list[Member],
+                checkpoint: bool = False) -> None:
+        """Write every active member's new losses (and due checkpoints) in one transaction."""
+        updates = []
+        for index, member in enumerate(active):
+            done = member in final
+            steps_done = member.pending_start + member.pending_count
+            due = step - member.last_checkpoint >= self.options.checkpoint_every
+            save = (done or due or checkpoint) and member.diverged_step is None
+            status = "running"
+            if done:
+                status = "diverged" if member.diverged_step is not None else "done"
+            losses = np.concatenate(member.pending) if member.pending else np.zeros(0, np.float32)
+            updates.append(Progress(
+                run_id=member.run_id, steps_done=steps_done, status=status,
+                chunks=reduce_losses(member.pending_start, losses, member.spec.curve_cap),
+                checkpoint=self._checkpoint(index) if save else None,
+                init_loss=member.init_loss,
+                last_loss=float(losses[-1]) if len(losses) else None,
+                diverged_step=member.diverged_step,
+            ))
+            member.pending, member.pending_start = [], steps_done
+            if save:
+                member.last_checkpoint = step
+        lost = self.cache.commit(self.owner, updates)
+        if lost:
+            raise LeaseLost(lost)
+
+    def _checkpoint(self, index: int) -> dict[str, np.ndarray]:
+        """One member's parameters as named host arrays."""
+        assert self.model is not None
+        return {f"p{i}": p[index].cpu().numpy() for i, p in enumerate(self.model.params)}
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took over some of our runs (our lease had expired)."""

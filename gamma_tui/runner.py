@@ -1,0 +1,241 @@
+"""Turns a preset into shards, skips finished runs and drives worker processes.
+
+The runner never imports torch: it registers the sweep in the cache, groups unfinished runs
+by shard key, starts `python -m gamma_tui.engine` workers and watches progress through the
+cache, which is the only channel from training back to the CLI and the TUI. With the
+adaptive cut-off, η is trained top-down in bands of `cutoff.decades` per γ, and runs more
+than that many decades below the first stable η are marked skipped instead of trained.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
+from gamma_tui.config import Preset, RunSpec, expand
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """A snapshot of a sweep's progress, read from the cache."""
+
+    total: int
+    counts: dict[str, int]
+    steps_done: int
+    steps_total: int
+    elapsed_seconds: float
+    steps_per_second: float
+
+    @property
+    def finished(self) -> int:
+        """Runs in a final state (done, diverged, failed, skipped)."""
+        return sum(self.counts.get(state, 0) for state in FINAL_STATES)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated seconds left at the current rate, None before a rate is known."""
+        if self.steps_per_second <= 0:
+            return None
+        return max(0.0, (self.steps_total - self.steps_done) / self.steps_per_second)
+
+
+@dataclass
+class WorkerPool:
+    """Worker processes of one round, with their log files."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def alive(self) -> bool:
+        """Whether any worker is still running."""
+        return any(p.poll() is None for p in self.processes)
+
+    def failures(self) -> list[str]:
+        """One message per worker that exited with an error, with the end of its log."""
+        messages = []
+        for process, log in zip(self.processes, self.logs, strict=True):
+            code = process.poll()
+            if code not in (None, 0, 130, -signal.SIGTERM):
+                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                messages.append(f"worker {process.pid} exited with {code}: " + " | ".join(tail))
+        return messages
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask workers to checkpoint and exit (SIGTERM); kill those that do not."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def register(cache: Cache, preset: Preset, preset_text: str,
+             preset_path: str | None = None) -> list[RunSpec]:
+    """Record the sweep and its runs in the cache; returns the expanded specs."""
+    specs = expand(preset)
+    cache.register_sweep(preset.name, preset_text, preset.model_dump(mode="json"), specs,
+                         preset.train.steps, preset_path)
+    return specs
+
+
+def pending_runs(cache: Cache, sweep: str) -> list[RunInfo]:
+    """Runs of the sweep that still need training, cut-off applied by the caller."""
+    return [r for r in cache.runs(sweep) if r.status not in FINAL_STATES]
+
+
+def cutoff_round(cache: Cache, preset: Preset) -> list[RunInfo]:
+    """The runs to train next under the adaptive η cut-off; marks the cut ones skipped.
+
+    Per γ: once the first stable η (largest η with no diverged seed, all seeds done) is
+    known, every η at least `decades` below it is skipped and the rest are trained; until
+    then the next band of `decades` below the largest untrained η is trained.
+    """
+    decades = preset.cutoff.decades
+    runs = cache.runs(preset.name)
+    if decades is None:
+        return [r for r in runs if r.status not in FINAL_STATES]
+    factor = 10.0 ** -decades
+    by_gamma: dict[float, list[RunInfo]] = defaultdict(list)
+    for run in runs:
+        by_gamma[run.gamma].append(run)
+    wanted, skipped = [], []
+    for column in by_gamma.values():
+        stable = _first_stable_eta(column)
+        open_runs = [r for r in column if r.status not in FINAL_STATES]
+        if not open_runs:
+            continue
+        floor = stable * factor if stable else max(r.eta for r in open_runs) * factor
+        for run in open_runs:
+            if run.eta >= floor * (1 - 1e-9):
+                wanted.append(run)
+            elif stable is not None:
+                skipped.append(run.run_id)
+    cache.mark_skipped(skipped)
+    return wanted
+
+
+def _first_stable_eta(column: Sequence[RunInfo]) -> float | None:
+    """The largest η at one γ whose seeds all finished without diverging."""
+    by_eta: dict[float, list[RunInfo]] = defaultdict(list)
+    for run in column:
+        by_eta[run.eta].append(run)
+    for eta in sorted(by_eta, reverse=True):
+        states = {r.status for r in by_eta[eta]}
+        if states == {"done"}:
+            return eta
+        if "diverged" not in states:
+            return None  # the largest undecided η is not known to be stable yet
+    return None
+
+
+def make_shards(runs: Sequence[RunInfo], pieces: int = 1) -> list[list[str]]:
+    """Group runs by shard key; split each group into at least `pieces` parts for workers."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for run in runs:
+        groups[run.shard_key].append(run.run_id)
+    shards = []
+    for ids in groups.values():
+        parts = max(1, min(pieces, len(ids)))
+        size = -(-len(ids) // parts)
+        shards += [ids[i : i + size] for i in range(0, len(ids), size)]
+    return shards
+
+
+def start_workers(cache_dir: Path, shards: list[list[str]], workers: int, device: str,
+                  checkpoint_every: int, detach: bool = False) -> WorkerPool:
+    """Start up to `workers` engine processes, dealing the shards out round-robin."""
+    workers = max(1, min(workers, len(shards)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    log_dir = cache_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    pool = WorkerPool()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for index in range(workers):
+        mine = shards[index::workers]
+        command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir),
+                   "--device", _worker_device(device, index), "--threads", str(threads),
+                   "--checkpoint-every", str(checkpoint_every)]
+        for shard in mine:
+            command += ["--shard", ",".join(shard)]
+        log = log_dir / f"worker-{stamp}-{os.getpid()}-{index}.log"
+        with log.open("wb") as handle:
+            pool.processes.append(subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=detach))
+        pool.logs.append(log)
+    return pool
+
+
+def _worker_device(device: str, index: int) -> str:
+    """Worker `index` gets GPU `index` when the device names several (cuda:0,1 style)."""
+    if device.startswith("cuda:") and "," in device:
+        choices = device.removeprefix("cuda:").split(",")
+        return f"cuda:{choices[index % len(choices)]}"
+    return device
+
+
+def progress(cache: Cache, sweep: SweepInfo | str, started: float,
+             steps_at_start: int) -> SweepProgress:
+    """The sweep's progress now; rates are measured since `started`."""
+    name = sweep if isinstance(sweep, str) else sweep.name
+    runs = cache.runs(name)
+    counts: dict[str, int] = defaultdict(int)
+    for run in runs:
+        counts[run.state] += 1
+    done = sum(min(r.steps_done, r.steps_target) for r in runs)
+    total = sum(r.steps_done if r.status in ("diverged", "skipped") else r.steps_target
+                for r in runs)
+    elapsed = time.monotonic() - started
+    rate = (done - steps_at_start) / elapsed if elapsed > 0.5 else 0.0
+    return SweepProgress(len(runs), dict(counts), done, total, elapsed, rate)
+
+
+def run_sweep(cache: Cache, preset: Preset, preset_text: str, preset_path: str | None,
+              workers: int = 1, device: str = "auto",
+              on_progress: Callable[[SweepProgress], None] | None = None,
+              poll_seconds: float = 0.5) -> tuple[SweepProgress, list[str]]:
+    """Train every unfinished run of the preset; returns final progress and worker errors."""
+    register(cache, preset, preset_text, preset_path)
+    started = time.monotonic()
+    baseline = progress(cache, preset.name, started, 0).steps_done
+    errors: list[str] = []
+    pool = WorkerPool()
+    try:
+        while True:
+            todo = cutoff_round(cache, preset)
+            if not todo:
+                break
+            shards = make_shards(todo, pieces=workers)
+            pool = start_workers(cache.root, shards, workers, device, preset.train.checkpoint_every)
+            while pool.alive():
+                if on_progress:
+                    on_progress(progress(cache, preset.name, started, baseline))
+                time.sleep(poll_seconds)
+            errors += pool.failures()
+            if errors or not _made_progress(cache, todo):
+                break
+    except KeyboardInterrupt:
+        pool.stop()
+        raise
+    final = progress(cache, preset.name, started, baseline)
+    if on_progress:
+        on_progress(final)
+    return final, errors
+
+
+def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:
+    """Whether a round finished any of its runs (guards against spinning on a stuck run)."""
+    now = {r.run_id: r for r in cache.runs(run_ids=[r.run_id for r in todo])}
+    return any(now[r.run_id].status in FINAL_STATES for r in todo if r.run_id in now)
