@@ -267,27 +267,31 @@ def eta_star(grid: LossGrid, n_boot: int = 200, rng_seed: int = 0) -> list[EtaPo
 def _refined_argmin(
     log_loss: np.ndarray, x: np.ndarray, blocked: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of (R, H) values: refined x of the minimum, whether unbracketed, whether any data."""
-    rows, width = log_loss.shape
-    finite = np.isfinite(log_loss)
-    ok = finite.any(axis=1)
-    if width == 0:
-        return np.full(rows, np.nan), np.ones(rows, dtype=bool), ok
-    best = np.argmin(np.where(finite, log_loss, np.inf), axis=1)
-    r = np.arange(rows)
-    left, right = np.clip(best - 1, 0, width - 1), np.clip(best + 1, 0, width - 1)
-    left_data = (best > 0) & finite[r, left]
-    right_data = (best < width - 1) & finite[r, right]
-    # A diverged neighbour closes the bracket too: the loss there is effectively infinite.
-    left_closed = left_data | ((best > 0) & blocked[r, left])
-    right_closed = right_data | ((best < width - 1) & blocked[r, right])
-    y = np.where(finite, log_loss, 0.0)
-    x_star = _parabola_vertex(
-        (x[left], x[best], x[right]),
-        (y[r, left], y[r, best], y[r, right]),
-        left_data & right_data,
-    )
-    return np.where(ok, x_star, np.nan), ~(left_closed & right_closed), ok
+    """Per row of (R, H) values: refined x of the minimum, whether unbracketed, whether any data.
+
+    Neighbours are the nearest columns the row has data for (finite or diverged), not the
+    adjacent grid columns: with a relative η grid each γ fills only a band of the union of η.
+    A diverged neighbour closes the bracket (its loss is effectively infinite).
+    """
+    rows = log_loss.shape[0]
+    x_star = np.full(rows, np.nan)
+    unbracketed = np.ones(rows, dtype=bool)
+    ok = np.zeros(rows, dtype=bool)
+    for r in range(rows):
+        present = np.flatnonzero(np.isfinite(log_loss[r]) | blocked[r])
+        values = log_loss[r, present]
+        finite = np.isfinite(values)
+        if not finite.any():
+            continue
+        ok[r] = True
+        i = int(np.argmin(np.where(finite, values, np.inf)))
+        x_star[r] = x[present[i]]
+        inside = 0 < i < present.size - 1
+        unbracketed[r] = not inside
+        if inside and finite[i - 1] and finite[i + 1]:
+            pick = present[i - 1 : i + 2]
+            x_star[r] = _parabola_vertex(tuple(x[pick]), tuple(values[i - 1 : i + 2]), True)
+    return x_star, unbracketed, ok
 
 
 def _parabola_vertex(

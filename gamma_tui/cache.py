@@ -38,7 +38,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sweeps (
     name TEXT PRIMARY KEY, preset_path TEXT, preset_toml TEXT NOT NULL,
-    config_json TEXT NOT NULL, steps INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL);
+    config_json TEXT NOT NULL, steps INTEGER NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sweep_runs (
     sweep TEXT NOT NULL REFERENCES sweeps(name) ON DELETE CASCADE,
     run_id TEXT NOT NULL, PRIMARY KEY (sweep, run_id)) WITHOUT ROWID;
@@ -250,7 +251,9 @@ class Cache:
                 )
         if not found:
             self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -295,8 +298,18 @@ class Cache:
                 "INSERT OR IGNORE INTO runs (run_id, spec_json, shard_key, gamma, eta, seed, dtype,"
                 " status, steps_target, created, updated) VALUES (?,?,?,?,?,?,?,'queued',?,?,?)",
                 [
-                    (s.run_id, s.model_dump_json(), s.shard_key, s.gamma, s.eta, s.seed, s.dtype,
-                     steps, now, now)
+                    (
+                        s.run_id,
+                        s.model_dump_json(),
+                        s.shard_key,
+                        s.gamma,
+                        s.eta,
+                        s.seed,
+                        s.dtype,
+                        steps,
+                        now,
+                        now,
+                    )
                     for s in specs
                 ],
             )
@@ -324,9 +337,7 @@ class Cache:
         """Delete a sweep and the runs no other sweep uses; returns the number of runs deleted."""
         self.sweep(name)
         with self.transaction() as db:
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS doomed (run_id TEXT PRIMARY KEY)"
-            )
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS doomed (run_id TEXT PRIMARY KEY)")
             db.execute("DELETE FROM doomed")
             db.execute(
                 "INSERT INTO doomed SELECT run_id FROM sweep_runs WHERE sweep=? AND run_id NOT IN"
@@ -375,7 +386,9 @@ class Cache:
                 (error[:2000], time.time(), owner),
             )
 
-    def commit(self, owner: str, updates: Sequence[Progress], ttl: float = LEASE_SECONDS) -> list[str]:
+    def commit(
+        self, owner: str, updates: Sequence[Progress], ttl: float = LEASE_SECONDS
+    ) -> list[str]:
         """Write progress for runs leased by `owner` in one transaction; returns runs it lost."""
         now, lost = time.time(), []
         with self.transaction() as db:
@@ -385,18 +398,30 @@ class Cache:
                     "UPDATE runs SET steps_done=?, status=?, init_loss=COALESCE(init_loss, ?),"
                     " last_loss=?, diverged_step=?, error=?, wall_seconds=wall_seconds+?,"
                     " lease_owner=?, lease_expires=?, updated=? WHERE run_id=? AND lease_owner=?",
-                    (update.steps_done, update.status, update.init_loss, update.last_loss,
-                     update.diverged_step, update.error, update.wall_seconds,
-                     None if final else owner, None if final else now + ttl, now,
-                     update.run_id, owner),
+                    (
+                        update.steps_done,
+                        update.status,
+                        update.init_loss,
+                        update.last_loss,
+                        update.diverged_step,
+                        update.error,
+                        update.wall_seconds,
+                        None if final else owner,
+                        None if final else now + ttl,
+                        now,
+                        update.run_id,
+                        owner,
+                    ),
                 )
                 if not cursor.rowcount:
                     lost.append(update.run_id)
                     continue
                 db.executemany(
                     "INSERT OR REPLACE INTO curve_chunks VALUES (?,?,?,?)",
-                    [(update.run_id, c.start_step, c.window, c.values.astype("<f4").tobytes())
-                     for c in update.chunks],
+                    [
+                        (update.run_id, c.start_step, c.window, c.values.astype("<f4").tobytes())
+                        for c in update.chunks
+                    ],
                 )
                 if update.checkpoint is not None:
                     db.execute(
@@ -405,9 +430,7 @@ class Cache:
                     )
                 elif update.status == "diverged":
                     db.execute("DELETE FROM checkpoints WHERE run_id=?", (update.run_id,))
-            db.execute(
-                "UPDATE runs SET lease_expires=? WHERE lease_owner=?", (now + ttl, owner)
-            )
+            db.execute("UPDATE runs SET lease_expires=? WHERE lease_owner=?", (now + ttl, owner))
         return lost
 
     def rewind(self, run_id: str, step: int) -> None:
@@ -466,13 +489,15 @@ class Cache:
     def runs(self, sweep: str | None = None, run_ids: Sequence[str] | None = None) -> list[RunInfo]:
         """Runs of one sweep (or all, or the given ids), ordered by γ, then η, then seed."""
         columns = (
-            "r.run_id, r.gamma, r.eta, r.seed, r.dtype, r.shard_key, r.status, r.steps_done, r.steps_target,"
+            "r.run_id, r.gamma, r.eta, r.seed, r.dtype, r.shard_key, r.status, r.steps_done,"
+            " r.steps_target,"
             " r.diverged_step, r.init_loss, r.last_loss, r.error, r.lease_owner,"
             " r.lease_expires, r.wall_seconds, r.updated"
         )
         if sweep is not None:
-            query = (f"SELECT {columns} FROM runs r JOIN sweep_runs sr USING (run_id)"
-                     " WHERE sr.sweep=?")
+            query = (
+                f"SELECT {columns} FROM runs r JOIN sweep_runs sr USING (run_id) WHERE sr.sweep=?"
+            )
             rows = self._db.execute(query, (sweep,)).fetchall()
         else:
             rows = self._db.execute(f"SELECT {columns} FROM runs r").fetchall()
@@ -526,5 +551,6 @@ def _assemble(chunks: list[tuple[int, int, bytes]]) -> Curve:
 def _sweep_info(row: tuple[Any, ...], counts: dict[str, int]) -> SweepInfo:
     """A SweepInfo from a `sweeps` row."""
     name, preset_path, preset_toml, config_json, steps, created, updated = row
-    return SweepInfo(name, preset_path, preset_toml, json.loads(config_json), steps, created,
-                     updated, counts)
+    return SweepInfo(
+        name, preset_path, preset_toml, json.loads(config_json), steps, created, updated, counts
+    )

@@ -96,17 +96,30 @@ def run(
         loaded = load_preset(preset, set_ or [])
         text = preset.read_text(encoding="utf-8")
         store = open_cache(cache)
-        err.print(f"[bold]{loaded.name}[/]: {loaded.run_count()} runs, "
-                  f"{loaded.train.steps} steps, cache {store.root}")
+        err.print(
+            f"[bold]{loaded.name}[/]: {loaded.run_count()} runs, "
+            f"{loaded.train.steps} steps, cache {store.root}"
+        )
         with _progress_display(quiet) as show:
-            final, errors = run_sweep(store, loaded, text, str(preset), workers,
-                                      device or loaded.train.device, on_progress=show)
+            final, errors = run_sweep(
+                store,
+                loaded,
+                text,
+                str(preset),
+                workers,
+                device or loaded.train.device,
+                on_progress=show,
+            )
     for message in errors:
         err.print(f"[red]worker failed:[/] {message}", markup=True, highlight=False)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(final.counts.items()))
     err.print(f"{final.finished}/{final.total} runs finished ({counts})")
-    unfinished = final.total - final.counts.get("done", 0) - final.counts.get("diverged", 0) \
+    unfinished = (
+        final.total
+        - final.counts.get("done", 0)
+        - final.counts.get("diverged", 0)
         - final.counts.get("skipped", 0)
+    )
     raise typer.Exit(1 if errors or unfinished else 0)
 
 
@@ -116,19 +129,26 @@ def _progress_display(quiet: bool) -> Iterator[Any]:
     if quiet:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(),
-               TextColumn("{task.fields[runs]}"), TimeElapsedColumn(),
-               TextColumn("{task.fields[rate]}"))
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[runs]}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
+    )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task("training", total=1, runs="", rate="")
 
         def show(p: Any) -> None:
             eta = p.eta_seconds
             bar.update(
-                task, completed=p.steps_done, total=max(p.steps_total, 1),
+                task,
+                completed=p.steps_done,
+                total=max(p.steps_total, 1),
                 runs=f"{p.finished}/{p.total} runs, {p.counts.get('diverged', 0)} diverged",
                 rate=f"{p.steps_per_second:,.0f} steps/s"
-                + (f", ETA {eta:,.0f}s" if eta is not None else ""))
+                + (f", ETA {eta:,.0f}s" if eta is not None else ""),
+            )
 
         yield show
 
@@ -147,16 +167,35 @@ def list_(
             payload = [_sweep_json(store, s.name, s) for s in sweeps]
             out.print(json.dumps({"cache": str(store.root), "sweeps": payload}, indent=1))
             return
-        table = Table("sweep", "runs", "done", "diverged", "running", "queued", "other",
-                      "steps", "updated", title=f"cache {store.root}")
+        table = Table(
+            "sweep",
+            "runs",
+            "done",
+            "diverged",
+            "running",
+            "queued",
+            "other",
+            "steps",
+            "updated",
+            title=f"cache {store.root}",
+        )
         for s in sweeps:
-            other = s.total - sum(s.counts.get(k, 0) for k in ("done", "diverged", "running",
-                                                                "queued"))
-            table.add_row(s.name, str(s.total), *(str(s.counts.get(k, 0)) for k in
-                          ("done", "diverged", "running", "queued")), str(other), str(s.steps),
-                          _time(s.updated))
-        out.print(table if sweeps else f"no sweeps in {store.root} yet; try "
-                  "`gamma-tui run presets/smoke.toml`")
+            other = s.total - sum(
+                s.counts.get(k, 0) for k in ("done", "diverged", "running", "queued")
+            )
+            table.add_row(
+                s.name,
+                str(s.total),
+                *(str(s.counts.get(k, 0)) for k in ("done", "diverged", "running", "queued")),
+                str(other),
+                str(s.steps),
+                _time(s.updated),
+            )
+        out.print(
+            table
+            if sweeps
+            else f"no sweeps in {store.root} yet; try `gamma-tui run presets/smoke.toml`"
+        )
         if runs:
             for s in sweeps:
                 out.print(_runs_table(store, s.name))
@@ -165,12 +204,26 @@ def list_(
 def _sweep_json(store: Cache, name: str, info: Any) -> dict[str, Any]:
     """One sweep and its runs as plain JSON."""
     return {
-        "name": name, "steps": info.steps, "counts": info.counts, "preset": info.preset_path,
-        "runs": [{"run_id": r.run_id, "gamma": r.gamma, "eta": r.eta, "seed": r.seed,
-                  "state": r.state, "steps_done": r.steps_done, "steps_target": r.steps_target,
-                  "diverged_step": r.diverged_step, "init_loss": r.init_loss,
-                  "last_loss": _finite(r.last_loss), "error": r.error}
-                 for r in store.runs(name)],
+        "name": name,
+        "steps": info.steps,
+        "counts": info.counts,
+        "preset": info.preset_path,
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "gamma": r.gamma,
+                "eta": r.eta,
+                "seed": r.seed,
+                "state": r.state,
+                "steps_done": r.steps_done,
+                "steps_target": r.steps_target,
+                "diverged_step": r.diverged_step,
+                "init_loss": r.init_loss,
+                "last_loss": _finite(r.last_loss),
+                "error": r.error,
+            }
+            for r in store.runs(name)
+        ],
     }
 
 
@@ -178,9 +231,15 @@ def _runs_table(store: Cache, name: str) -> Table:
     """A table of one sweep's runs."""
     table = Table("run", "γ", "η", "seed", "state", "steps", "last loss", title=name)
     for r in store.runs(name):
-        table.add_row(r.run_id, f"{r.gamma:.3g}", f"{r.eta:.3g}", str(r.seed), r.state,
-                      f"{r.steps_done}/{r.steps_target}",
-                      "-" if r.last_loss is None else f"{r.last_loss:.3g}")
+        table.add_row(
+            r.run_id,
+            f"{r.gamma:.3g}",
+            f"{r.eta:.3g}",
+            str(r.seed),
+            r.state,
+            f"{r.steps_done}/{r.steps_target}",
+            "-" if r.last_loss is None else f"{r.last_loss:.3g}",
+        )
     return table
 
 
@@ -213,8 +272,9 @@ def fit(
 def export(
     sweep: SweepArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
-    format_: Annotated[str, typer.Option("--format", help="csv (long: one row per point) or json.")]
-    = "csv",
+    format_: Annotated[
+        str, typer.Option("--format", help="csv (long: one row per point) or json.")
+    ] = "csv",
     cache: CacheOption = None,
 ) -> None:
     """Write every run of SWEEP with its loss curve to a CSV or JSON file."""
@@ -231,19 +291,40 @@ def export(
         with partial.open("w", newline="") as handle:
             if format_ == "csv":
                 writer = csv.writer(handle)
-                writer.writerow(["run_id", "gamma", "eta", "seed", "state", "diverged_step",
-                                 "step", "loss"])
+                writer.writerow(
+                    ["run_id", "gamma", "eta", "seed", "state", "diverged_step", "step", "loss"]
+                )
                 for run, curve in zip(runs, curves, strict=True):
-                    head = [run.run_id, run.gamma, run.eta, run.seed, run.state,
-                            run.diverged_step if run.diverged_step is not None else ""]
+                    head = [
+                        run.run_id,
+                        run.gamma,
+                        run.eta,
+                        run.seed,
+                        run.state,
+                        run.diverged_step if run.diverged_step is not None else "",
+                    ]
                     for step, loss in zip(curve.steps, curve.loss, strict=True):
                         writer.writerow([*head, f"{step:g}", f"{loss:.7g}"])
             else:
-                json.dump({"sweep": name, "runs": [
-                    {"run_id": r.run_id, "gamma": r.gamma, "eta": r.eta, "seed": r.seed,
-                     "state": r.state, "diverged_step": r.diverged_step,
-                     "steps": c.steps.tolist(), "loss": [_finite(v) for v in c.loss.tolist()]}
-                    for r, c in zip(runs, curves, strict=True)]}, handle)
+                json.dump(
+                    {
+                        "sweep": name,
+                        "runs": [
+                            {
+                                "run_id": r.run_id,
+                                "gamma": r.gamma,
+                                "eta": r.eta,
+                                "seed": r.seed,
+                                "state": r.state,
+                                "diverged_step": r.diverged_step,
+                                "steps": c.steps.tolist(),
+                                "loss": [_finite(v) for v in c.loss.tolist()],
+                            }
+                            for r, c in zip(runs, curves, strict=True)
+                        ],
+                    },
+                    handle,
+                )
         partial.replace(output)
     err.print(f"wrote {len(runs)} runs of {name} to {output}")
 

@@ -114,7 +114,7 @@ class EtaRange(LogRange):
 
 
 class CutoffConfig(Strict):
-    """The reference code's adaptive cut-off: skip η more than `decades` below the first stable η."""
+    """The reference code's adaptive cut-off: skip η `decades` or more below the first stable η."""
 
     decades: float | None = Field(None, gt=0)
 
@@ -265,7 +265,9 @@ def parse_preset(
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise PresetError(f"{source}: invalid TOML: {error}. Fix the syntax at that line.") from None
+        raise PresetError(
+            f"{source}: invalid TOML: {error}. Fix the syntax at that line."
+        ) from None
     for override in overrides:
         _apply_override(raw, override, source)
     raw.setdefault("name", _safe_name(default_name))
@@ -311,8 +313,10 @@ def _hint(item: Any) -> str:
     value = item.get("input")
     if kind == "extra_forbidden":
         if len(item["loc"]) > 1 and item["loc"][-1] in Preset.model_fields:
-            return (f"unknown key here; '{item['loc'][-1]}' is a top-level key: move it above "
-                    "the first [table] header")
+            return (
+                f"unknown key here; '{item['loc'][-1]}' is a top-level key: move it above "
+                "the first [table] header"
+            )
         return "unknown key; remove it or check its spelling against presets/quickstart.toml"
     if kind == "missing":
         return "required key is missing; add it (see presets/quickstart.toml)"

@@ -20,8 +20,14 @@ from gamma_tui.analysis import (
 from gamma_tui.cache import Cache
 from gamma_tui.results import load_run_curves
 
-CELL_MARKS = {"diverged": "DIV", "queued": "q", "running": "r", "failed": "FAIL",
-              "skipped": "-", "missing": " "}
+CELL_MARKS = {
+    "diverged": "DIV",
+    "queued": "q",
+    "running": "r",
+    "failed": "FAIL",
+    "skipped": "-",
+    "missing": " ",
+}
 
 
 def heatmap_text(cache: Cache, sweep: str) -> str:
@@ -37,8 +43,11 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
     rows = _row_etas(grid)
     label = "c = η/γ^p" if relative else "η"
     header = f"{label:>11} │" + "".join(f"{_fmt(g):>8}" for g in grid.gammas)
-    lines = [f"{sweep}: log10 loss at the last step (mean over seeds), γ across, η down",
-             header, "─" * len(header)]
+    lines = [
+        f"{sweep}: log10 loss at the last step (mean over seeds), γ across, η down",
+        header,
+        "─" * len(header),
+    ]
     best = _best_index(mean)
     for row in range(len(rows[0])):
         cells = []
@@ -116,8 +125,10 @@ def fit_summary(cache: Cache, sweep: str) -> dict[str, Any]:
         "lazy": _regime(star_fit.lazy, star_fit.theory_lazy, star_fit.reason),
         "rich": _regime(star_fit.rich, star_fit.theory_rich, star_fit.reason),
         "crossover_gamma": star_fit.crossover_gamma,
-        "eta_div_fit": {"lazy": _regime(div_fit.lazy, div_fit.theory_lazy, div_fit.reason),
-                        "rich": _regime(div_fit.rich, div_fit.theory_rich, div_fit.reason)},
+        "eta_div_fit": {
+            "lazy": _regime(div_fit.lazy, div_fit.theory_lazy, div_fit.reason),
+            "rich": _regime(div_fit.rich, div_fit.theory_rich, div_fit.reason),
+        },
         "init_loss": {
             "runs": int(init.size),
             "value": float(init.mean()) if init.size else None,
@@ -127,46 +138,66 @@ def fit_summary(cache: Cache, sweep: str) -> dict[str, Any]:
 
 
 def _point(p: Any) -> dict[str, Any]:
-    return {"gamma": p.gamma, "eta": p.eta if p.ok else None,
-            "log10_eta_err": p.log10_eta_err if p.ok and math.isfinite(p.log10_eta_err) else None,
-            "at_edge": p.at_edge, "ok": p.ok}
+    return {
+        "gamma": p.gamma,
+        "eta": p.eta if math.isfinite(p.eta) else None,
+        "log10_eta_err": p.log10_eta_err if p.ok and math.isfinite(p.log10_eta_err) else None,
+        "at_edge": p.at_edge,
+        "ok": p.ok,
+    }
 
 
 def _regime(fit: Any, theory: float, reason: str) -> dict[str, Any]:
     if fit is None:
         return {"slope": None, "theory": theory, "reason": reason}
     ci = fit.slope_ci95 if math.isfinite(fit.slope_ci95) else None
-    return {"slope": fit.slope, "ci95": ci, "n": fit.n, "r2": fit.r2,
-            "intercept": fit.intercept, "theory": theory}
+    return {
+        "slope": fit.slope,
+        "ci95": ci,
+        "n": fit.n,
+        "r2": fit.r2,
+        "intercept": fit.intercept,
+        "theory": theory,
+    }
 
 
 def fit_text(summary: dict[str, Any]) -> str:
     """The fit summary as an aligned text report."""
-    lines = [f"{summary['sweep']}: L = {summary['depth']}, {summary['runs']} runs, "
-             f"{summary['steps']} steps"]
+    lines = [
+        f"{summary['sweep']}: L = {summary['depth']}, {summary['runs']} runs, "
+        f"{summary['steps']} steps"
+    ]
     lines.append(f"{'γ':>10} {'η*':>10} {'±dec':>6} {'η_div':>10}")
     for star, div in zip(summary["eta_star"], summary["eta_div"], strict=True):
         err = star["log10_eta_err"]
         lines.append(
-            f"{_fmt(star['gamma']):>10} {_opt(star['eta']):>10}{'>' if star['at_edge'] else ' '}"
-            f"{'' if err is None else f'{err:.2f}':>5} {_opt(div['eta']):>10}"
-            f"{'>' if div['at_edge'] else ''}")
-    lines.append("('>' marks a value at the edge of the grid: a bound, not a fit point)")
+            f"{_fmt(star['gamma']):>10} {_edge(star)}{_opt(star['eta']):>9} "
+            f"{'' if err is None else f'{err:.2f}':>5} {_edge(div)}{_opt(div['eta']):>9}"
+        )
+    lines.append("('~' marks a value at the edge of the grid: only a bound, not used in fits)")
     for regime in ("lazy", "rich"):
         fit = summary[regime]
         if fit["slope"] is None:
             lines.append(f"{regime:>5} slope of η*: not enough data ({fit['reason']})")
         else:
             ci = "" if fit["ci95"] is None else f" ± {fit['ci95']:.2f}"
-            lines.append(f"{regime:>5} slope of η*: {fit['slope']:.2f}{ci} (theory "
-                         f"{fit['theory']:.2f}, {fit['n']} points)")
+            lines.append(
+                f"{regime:>5} slope of η*: {fit['slope']:.2f}{ci} (theory "
+                f"{fit['theory']:.2f}, {fit['n']} points)"
+            )
     if summary["crossover_gamma"]:
         lines.append(f"crossover γ ≈ {summary['crossover_gamma']:.3g}")
     init = summary["init_loss"]
     if init["runs"]:
-        lines.append(f"loss at step 0: {init['value']:.6g} in all {init['runs']} runs "
-                     f"(relative spread {init['max_relative_spread']:.1e}: centering check)")
+        lines.append(
+            f"loss at step 0: {init['value']:.6g} in all {init['runs']} runs "
+            f"(relative spread {init['max_relative_spread']:.1e}: centering check)"
+        )
     return "\n".join(lines)
+
+
+def _edge(point: dict[str, Any]) -> str:
+    return "~" if point["at_edge"] else " "
 
 
 def _opt(value: float | None) -> str:

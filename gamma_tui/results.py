@@ -34,6 +34,9 @@ def load_run_curves(cache: Cache, sweep: str) -> tuple[list[RunInfo], list[RunCu
         loss = curve.loss if curve else np.zeros(0, dtype=np.float32)
         keep = steps < info.steps
         state = "running" if run.state == "interrupted" else run.state
-        loaded.append(RunCurve(run.gamma, run.eta, run.seed, state, run.diverged_step,
-                               steps[keep], loss[keep]))
+        loaded.append(
+            RunCurve(
+                run.gamma, run.eta, run.seed, state, run.diverged_step, steps[keep], loss[keep]
+            )
+        )
     return runs, loaded

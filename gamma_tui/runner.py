@@ -64,7 +64,11 @@ class WorkerPool:
         for process, log in zip(self.processes, self.logs, strict=True):
             code = process.poll()
             if code not in (None, 0, 130, -signal.SIGTERM):
-                tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+                tail = (
+                    log.read_text(errors="replace").strip().splitlines()[-3:]
+                    if log.exists()
+                    else []
+                )
                 messages.append(f"worker {process.pid} exited with {code}: " + " | ".join(tail))
         return messages
 
@@ -81,12 +85,19 @@ class WorkerPool:
                 process.kill()
 
 
-def register(cache: Cache, preset: Preset, preset_text: str,
-             preset_path: str | None = None) -> list[RunSpec]:
+def register(
+    cache: Cache, preset: Preset, preset_text: str, preset_path: str | None = None
+) -> list[RunSpec]:
     """Record the sweep and its runs in the cache; returns the expanded specs."""
     specs = expand(preset)
-    cache.register_sweep(preset.name, preset_text, preset.model_dump(mode="json"), specs,
-                         preset.train.steps, preset_path)
+    cache.register_sweep(
+        preset.name,
+        preset_text,
+        preset.model_dump(mode="json"),
+        specs,
+        preset.train.steps,
+        preset_path,
+    )
     return specs
 
 
@@ -106,7 +117,7 @@ def cutoff_round(cache: Cache, preset: Preset) -> list[RunInfo]:
     runs = cache.runs(preset.name)
     if decades is None:
         return [r for r in runs if r.status not in FINAL_STATES]
-    factor = 10.0 ** -decades
+    factor = 10.0**-decades
     by_gamma: dict[float, list[RunInfo]] = defaultdict(list)
     for run in runs:
         by_gamma[run.gamma].append(run)
@@ -153,8 +164,14 @@ def make_shards(runs: Sequence[RunInfo], pieces: int = 1) -> list[list[str]]:
     return shards
 
 
-def start_workers(cache_dir: Path, shards: list[list[str]], workers: int, device: str,
-                  checkpoint_every: int, detach: bool = False) -> WorkerPool:
+def start_workers(
+    cache_dir: Path,
+    shards: list[list[str]],
+    workers: int,
+    device: str,
+    checkpoint_every: int,
+    detach: bool = False,
+) -> WorkerPool:
     """Start up to `workers` engine processes, dealing the shards out round-robin."""
     workers = max(1, min(workers, len(shards)))
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -164,16 +181,32 @@ def start_workers(cache_dir: Path, shards: list[list[str]], workers: int, device
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index in range(workers):
         mine = shards[index::workers]
-        command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir),
-                   "--device", _worker_device(device, index), "--threads", str(threads),
-                   "--checkpoint-every", str(checkpoint_every)]
+        command = [
+            sys.executable,
+            "-m",
+            "gamma_tui.engine",
+            "--cache",
+            str(cache_dir),
+            "--device",
+            _worker_device(device, index),
+            "--threads",
+            str(threads),
+            "--checkpoint-every",
+            str(checkpoint_every),
+        ]
         for shard in mine:
             command += ["--shard", ",".join(shard)]
         log = log_dir / f"worker-{stamp}-{os.getpid()}-{index}.log"
         with log.open("wb") as handle:
-            pool.processes.append(subprocess.Popen(
-                command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=detach))
+            pool.processes.append(
+                subprocess.Popen(
+                    command,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=detach,
+                )
+            )
         pool.logs.append(log)
     return pool
 
@@ -186,8 +219,9 @@ def _worker_device(device: str, index: int) -> str:
     return device
 
 
-def progress(cache: Cache, sweep: SweepInfo | str, started: float,
-             steps_at_start: int) -> SweepProgress:
+def progress(
+    cache: Cache, sweep: SweepInfo | str, started: float, steps_at_start: int
+) -> SweepProgress:
     """The sweep's progress now; rates are measured since `started`."""
     name = sweep if isinstance(sweep, str) else sweep.name
     runs = cache.runs(name)
@@ -195,17 +229,24 @@ def progress(cache: Cache, sweep: SweepInfo | str, started: float,
     for run in runs:
         counts[run.state] += 1
     done = sum(min(r.steps_done, r.steps_target) for r in runs)
-    total = sum(r.steps_done if r.status in ("diverged", "skipped") else r.steps_target
-                for r in runs)
+    total = sum(
+        r.steps_done if r.status in ("diverged", "skipped") else r.steps_target for r in runs
+    )
     elapsed = time.monotonic() - started
     rate = (done - steps_at_start) / elapsed if elapsed > 0.5 else 0.0
     return SweepProgress(len(runs), dict(counts), done, total, elapsed, rate)
 
 
-def run_sweep(cache: Cache, preset: Preset, preset_text: str, preset_path: str | None,
-              workers: int = 1, device: str = "auto",
-              on_progress: Callable[[SweepProgress], None] | None = None,
-              poll_seconds: float = 0.5) -> tuple[SweepProgress, list[str]]:
+def run_sweep(
+    cache: Cache,
+    preset: Preset,
+    preset_text: str,
+    preset_path: str | None,
+    workers: int = 1,
+    device: str = "auto",
+    on_progress: Callable[[SweepProgress], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> tuple[SweepProgress, list[str]]:
     """Train every unfinished run of the preset; returns final progress and worker errors."""
     register(cache, preset, preset_text, preset_path)
     started = time.monotonic()
@@ -217,14 +258,20 @@ def run_sweep(cache: Cache, preset: Preset, preset_text: str, preset_path: str |
             todo = cutoff_round(cache, preset)
             if not todo:
                 break
-            shards = make_shards(todo, pieces=workers)
+            free = [r for r in todo if r.lease_owner is None or r.state == "interrupted"]
+            if not free:  # another live process trains these: watch until it is done
+                if on_progress:
+                    on_progress(progress(cache, preset.name, started, baseline))
+                time.sleep(poll_seconds)
+                continue
+            shards = make_shards(free, pieces=workers)
             pool = start_workers(cache.root, shards, workers, device, preset.train.checkpoint_every)
             while pool.alive():
                 if on_progress:
                     on_progress(progress(cache, preset.name, started, baseline))
                 time.sleep(poll_seconds)
             errors += pool.failures()
-            if errors or not _made_progress(cache, todo):
+            if errors or not _made_progress(cache, free):
                 break
     except KeyboardInterrupt:
         pool.stop()

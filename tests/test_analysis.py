@@ -185,6 +185,21 @@ def test_eta_star_parabola_beats_grid_resolution() -> None:
     assert point.ok and not point.at_edge and point.log10_eta_err == 0.0
 
 
+def test_eta_star_on_a_relative_grid_uses_each_gammas_own_etas() -> None:
+    """A relative grid gives each gamma its own band of eta: neighbours are within the band."""
+    runs = []
+    for gamma in (0.1, 0.3, 1.0):
+        true_log10 = 2 * math.log10(gamma) - 0.07
+        for c in 10.0 ** np.arange(-1.0, 1.01, 1 / 3):
+            eta = c * gamma**2
+            runs.append(flat_run(gamma, eta, 0, math.exp((math.log10(eta) - true_log10) ** 2)))
+    points = eta_star(loss_grid(runs))
+    assert len(loss_grid(runs).etas) > 7  # the union of bands is wider than one band
+    for point in points:
+        assert point.ok and not point.at_edge
+        assert math.log10(point.eta) == pytest.approx(2 * math.log10(point.gamma) - 0.07)
+
+
 def test_eta_star_never_extrapolates_and_flags_edges() -> None:
     etas = 10.0 ** np.arange(-4.0, 0.01, 0.5)
     decreasing = [flat_run(1.0, eta, 0, 1.0 / eta) for eta in etas]

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import ROOT, tiny_preset_text
 
 from gamma_tui.config import PresetError, expand, load_preset, parse_preset
-
-from support import ROOT, tiny_preset_text
 
 
 def test_shipped_presets_validate() -> None:
@@ -21,8 +20,17 @@ def test_shipped_presets_validate() -> None:
 
 def test_grid_points_per_decade_inclusive() -> None:
     preset = parse_preset(tiny_preset_text(gamma={"min": 0.01, "max": 100, "per_decade": 2}))
-    assert preset.gamma.values() == [0.01, 0.0316227766, 0.1, 0.316227766, 1.0, 3.16227766,
-                                     10.0, 31.6227766, 100.0]
+    assert preset.gamma.values() == [
+        0.01,
+        0.0316227766,
+        0.1,
+        0.316227766,
+        1.0,
+        3.16227766,
+        10.0,
+        31.6227766,
+        100.0,
+    ]
 
 
 def test_relative_eta_follows_predicted_scaling() -> None:
@@ -65,8 +73,9 @@ def test_override_sets_nested_keys() -> None:
         (tiny_preset_text(train={"loss": "xent"}), [], "teacher_classes"),
     ],
 )
-def test_bad_presets_name_file_key_and_fix(text: str, overrides: list[str], expected: str,
-                                           tmp_path: Path) -> None:
+def test_bad_presets_name_file_key_and_fix(
+    text: str, overrides: list[str], expected: str, tmp_path: Path
+) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(PresetError) as caught:

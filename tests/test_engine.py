@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from support import tiny_preset_text
 
 from gamma_tui.cache import Cache
 from gamma_tui.config import RunSpec, expand, parse_preset
@@ -14,13 +15,13 @@ from gamma_tui.engine.data import make_stream
 from gamma_tui.engine.parameterization import Architecture, EnsembleMLP, init_weights
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.runner import register
-from support import tiny_preset_text
 
 CPU = TrainerOptions(torch.device("cpu"), checkpoint_every=16, commit_seconds=0.0)
 
 
-def train(cache: Cache, text: str, owner: str = "test", options: TrainerOptions = CPU
-          ) -> list[RunSpec]:
+def train(
+    cache: Cache, text: str, owner: str = "test", options: TrainerOptions = CPU
+) -> list[RunSpec]:
     """Register a preset in the cache and train all its runs in one shard per shard key."""
     preset = parse_preset(text)
     specs = register(cache, preset, text)
@@ -48,8 +49,7 @@ def test_step_zero_loss_is_mean_square_target(cache: Cache) -> None:
 
 
 def test_cross_entropy_starts_at_log_classes(cache: Cache) -> None:
-    text = tiny_preset_text(data={"kind": "teacher_classes", "outputs": 5},
-                            train={"loss": "xent"})
+    text = tiny_preset_text(data={"kind": "teacher_classes", "outputs": 5}, train={"loss": "xent"})
     specs = train(cache, text)
     for loss in curves_of(cache, specs).values():
         assert loss[0] == pytest.approx(math.log(5), rel=1e-6)
@@ -111,8 +111,9 @@ def test_seeded_runs_are_deterministic(tmp_path) -> None:
 
 
 def test_huge_eta_diverges_with_its_step(cache: Cache) -> None:
-    text = tiny_preset_text(eta={"scale": "absolute", "min": 1e6, "max": 1e6},
-                            gamma={"min": 1, "max": 1})
+    text = tiny_preset_text(
+        eta={"scale": "absolute", "min": 1e6, "max": 1e6}, gamma={"min": 1, "max": 1}
+    )
     train(cache, text)
     runs = cache.runs()
     assert runs and all(r.status == "diverged" for r in runs)

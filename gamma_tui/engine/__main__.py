@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    options = TrainerOptions(resolve_device(args.device), args.checkpoint_every,
-                             args.commit_seconds)
+    options = TrainerOptions(
+        resolve_device(args.device), args.checkpoint_every, args.commit_seconds
+    )
     cache = Cache(args.cache)
     trainer = ShardTrainer(cache, owner, options)
 

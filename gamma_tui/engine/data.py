@@ -40,8 +40,14 @@ class TeacherStream:
     MSE, indices for cross-entropy). teacher_linear: y = U x with U ~ N(0, I/D).
     """
 
-    def __init__(self, config: DataConfig, batch_size: int, loss: str,
-                 dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: DataConfig,
+        batch_size: int,
+        loss: str,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
         self.config, self.batch_size, self.loss = config, batch_size, loss
         self.dtype, self.device = dtype, device
         self.block_steps = max(1, min(256, BLOCK_ELEMENTS // (batch_size * config.input_dim)))
@@ -97,7 +103,8 @@ class TeacherStream:
         self._block_index = block
 
 
-def make_stream(config: DataConfig, batch_size: int, loss: str,
-                dtype: torch.dtype, device: torch.device) -> TeacherStream:
+def make_stream(
+    config: DataConfig, batch_size: int, loss: str, dtype: torch.dtype, device: torch.device
+) -> TeacherStream:
     """The data stream named by `config.kind`."""
     return TeacherStream(config, batch_size, loss, dtype, device)

@@ -113,7 +113,9 @@ class EnsembleMLP:
         z = self._finish_layer(z, 0)
         pre = [z]
         for layer in range(1, self.arch.depth):
-            z = self._finish_layer(torch.bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer)
+            z = self._finish_layer(
+                torch.bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer
+            )
             pre.append(z)
         return z, pre
 
@@ -188,7 +190,8 @@ def loss_and_grad(
         picked = log_probs.gather(2, target.view(1, batch, 1).expand(members, batch, 1))
         value = -picked.mean(dim=(1, 2))
         grad = log_probs.exp()
-        grad.scatter_add_(2, target.view(1, batch, 1).expand(members, batch, 1),
-                          torch.full_like(picked, -1.0))
+        grad.scatter_add_(
+            2, target.view(1, batch, 1).expand(members, batch, 1), torch.full_like(picked, -1.0)
+        )
         grad = grad * (1.0 / batch)
     return value, grad * (inv_gamma * step_size[:, None, None])

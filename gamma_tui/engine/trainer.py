@@ -87,8 +87,9 @@ class ShardTrainer:
         spec = members[0].spec
         self.arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
         self.dtype = DTYPES[spec.dtype]
-        self.stream = make_stream(spec.data, spec.batch_size, spec.loss, self.dtype,
-                                  self.options.device)
+        self.stream = make_stream(
+            spec.data, spec.batch_size, spec.loss, self.dtype, self.options.device
+        )
         cohorts = sorted({m.start_step for m in members})
         active: list[Member] = []
         self.model: EnsembleMLP | None = None
@@ -102,8 +103,9 @@ class ShardTrainer:
                 active += joining
             model = self.model
             assert model is not None
-            horizon = min([m.target_steps for m in active] + cohorts[:1]
-                          + [step + self.options.sync_every])
+            horizon = min(
+                [m.target_steps for m in active] + cohorts[:1] + [step + self.options.sync_every]
+            )
             losses = self._run_steps(model, active, step, horizon)
             step = horizon
             self._record(active, losses, step)
@@ -133,10 +135,18 @@ class ShardTrainer:
             start = saved[0] if saved else 0
             if start != info.steps_done:
                 self.cache.rewind(run_id, start)
-            members.append(Member(
-                RunSpec.model_validate(spec_dict), run_id, start, info.steps_target,
-                info.init_loss if start else None, pending_start=start, last_checkpoint=start,
-                saved=saved[1] if saved else None))
+            members.append(
+                Member(
+                    RunSpec.model_validate(spec_dict),
+                    run_id,
+                    start,
+                    info.steps_target,
+                    info.init_loss if start else None,
+                    pending_start=start,
+                    last_checkpoint=start,
+                    saved=saved[1] if saved else None,
+                )
+            )
         return members
 
     def _member_params(self, member: Member) -> list[torch.Tensor]:
@@ -147,8 +157,10 @@ class ShardTrainer:
 
     def _stack(self, tensors: list[list[torch.Tensor]]) -> list[torch.Tensor]:
         """Stack per-member parameter lists into ensemble tensors on the device."""
-        return [torch.stack(group).to(device=self.options.device, dtype=self.dtype).contiguous()
-                for group in zip(*tensors, strict=True)]
+        return [
+            torch.stack(group).to(device=self.options.device, dtype=self.dtype).contiguous()
+            for group in zip(*tensors, strict=True)
+        ]
 
     def _join(self, active: list[Member], joining: list[Member]) -> None:
         """Add a cohort to the ensemble and rebuild the per-member vectors."""
@@ -167,9 +179,13 @@ class ShardTrainer:
         self.gamma = torch.tensor([m.spec.gamma for m in members], dtype=self.dtype, device=device)
         self.step_size = torch.tensor(
             [learning_rate(m.spec.eta, m.spec.network.width) for m in members],
-            dtype=self.dtype, device=device)
+            dtype=self.dtype,
+            device=device,
+        )
         seeds = sorted({m.spec.seed for m in members})
-        self.frozen = EnsembleMLP(self.arch, self._stack([init_weights(self.arch, s) for s in seeds]))
+        self.frozen = EnsembleMLP(
+            self.arch, self._stack([init_weights(self.arch, s) for s in seeds])
+        )
         self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
 
     def _centering_select(self, keep: list[int]) -> None:
@@ -181,17 +197,21 @@ class ShardTrainer:
 
     # ---- the training loop ---------------------------------------------------------------
 
-    def _run_steps(self, model: EnsembleMLP, active: list[Member], start: int,
-                   stop: int) -> torch.Tensor:
+    def _run_steps(
+        self, model: EnsembleMLP, active: list[Member], start: int, stop: int
+    ) -> torch.Tensor:
         """Train steps [start, stop); returns the (E, stop - start) losses, still on device."""
         loss_kind = active[0].spec.loss
-        losses = torch.empty(len(active), stop - start, dtype=self.dtype, device=self.options.device)
+        losses = torch.empty(
+            len(active), stop - start, dtype=self.dtype, device=self.options.device
+        )
         for offset, step in enumerate(range(start, stop)):
             batch = self.stream.batch(step)
             f_mu, pre = model.forward(batch.x)
             f_mu0 = self.frozen.forward(batch.x)[0].index_select(0, self.seed_index)
-            value, grad = loss_and_grad(f_mu, f_mu0, self.gamma, self.step_size, batch.target,
-                                        loss_kind)
+            value, grad = loss_and_grad(
+                f_mu, f_mu0, self.gamma, self.step_size, batch.target, loss_kind
+            )
             losses[:, offset] = value
             model.sgd_step(batch.x, pre, grad)
         return losses
@@ -210,8 +230,9 @@ class ShardTrainer:
                 row = row[: bad[0] + 1]
             member.pending.append(row.astype(np.float32))
 
-    def _commit(self, active: list[Member], step: int, final: list[Member],
-                checkpoint: bool = False) -> None:
+    def _commit(
+        self, active: list[Member], step: int, final: list[Member], checkpoint: bool = False
+    ) -> None:
         """Write every active member's new losses (and due checkpoints) in one transaction."""
         updates = []
         for index, member in enumerate(active):
@@ -223,14 +244,18 @@ class ShardTrainer:
             if done:
                 status = "diverged" if member.diverged_step is not None else "done"
             losses = np.concatenate(member.pending) if member.pending else np.zeros(0, np.float32)
-            updates.append(Progress(
-                run_id=member.run_id, steps_done=steps_done, status=status,
-                chunks=reduce_losses(member.pending_start, losses, member.spec.curve_cap),
-                checkpoint=self._checkpoint(index) if save else None,
-                init_loss=member.init_loss,
-                last_loss=float(losses[-1]) if len(losses) else None,
-                diverged_step=member.diverged_step,
-            ))
+            updates.append(
+                Progress(
+                    run_id=member.run_id,
+                    steps_done=steps_done,
+                    status=status,
+                    chunks=reduce_losses(member.pending_start, losses, member.spec.curve_cap),
+                    checkpoint=self._checkpoint(index) if save else None,
+                    init_loss=member.init_loss,
+                    last_loss=float(losses[-1]) if len(losses) else None,
+                    diverged_step=member.diverged_step,
+                )
+            )
             member.pending, member.pending_start = [], steps_done
             if save:
                 member.last_checkpoint = step

@@ -1,0 +1,128 @@
+"""The command line end to end on presets/smoke.toml, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import ROOT, SMOKE
+
+
+def cli(*args: str, cache: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m gamma_tui ARGS` and capture its output."""
+    command = [sys.executable, "-m", "gamma_tui", *args]
+    if cache is not None:
+        command += ["--cache", str(cache)]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache holding the smoke sweep, trained once for this module."""
+    cache = tmp_path_factory.mktemp("cli") / "runs"
+    cli("run", str(SMOKE), cache=cache)
+    return cache
+
+
+def runs_of(cache: Path) -> list[dict]:
+    listing = json.loads(cli("ls", "--json", cache=cache).stdout)
+    (sweep,) = listing["sweeps"]
+    return sweep["runs"]
+
+
+def test_run_finishes_every_run(trained: Path) -> None:
+    runs = runs_of(trained)
+    assert len(runs) == 32
+    assert {r["state"] for r in runs} <= {"done", "diverged"}
+    assert any(r["state"] == "diverged" and r["diverged_step"] is not None for r in runs)
+
+
+def test_second_run_trains_nothing(trained: Path) -> None:
+    before = runs_of(trained)
+    again = cli("run", str(SMOKE), cache=trained)
+    assert "32/32 runs finished" in again.stderr
+    assert runs_of(trained) == before
+    assert len(list((trained / "logs").glob("*.log"))) == 1  # no worker was started again
+
+
+def test_more_steps_extend_runs(tmp_path: Path) -> None:
+    cache = tmp_path / "runs"
+    cli("run", str(SMOKE), "--set", "train.steps=60", cache=cache)
+    short = {r["run_id"]: r for r in runs_of(cache)}
+    cli("run", str(SMOKE), "--set", "train.steps=90", cache=cache)
+    longer = {r["run_id"]: r for r in runs_of(cache)}
+    for run_id, run in longer.items():
+        if short[run_id]["state"] == "done":
+            assert run["steps_done"] in (90,) or run["state"] == "diverged"
+        else:
+            assert run == short[run_id]  # diverged runs are final
+    exported = tmp_path / "curves.json"
+    cli("export", "smoke", "--format", "json", "-o", str(exported), cache=cache)
+    curves = {r["run_id"]: r for r in json.loads(exported.read_text())["runs"]}
+    done = next(k for k, r in longer.items() if r["state"] == "done")
+    assert curves[done]["steps"] == list(range(90))
+
+
+def test_fit_json_has_lazy_and_rich_slopes(trained: Path) -> None:
+    summary = json.loads(cli("fit", "smoke", "--json", cache=trained).stdout)
+    assert set(summary) >= {"lazy", "rich", "eta_star", "eta_div"}
+    assert "slope" in summary["lazy"] and "slope" in summary["rich"]
+    assert summary["init_loss"]["max_relative_spread"] == 0.0
+
+
+def test_show_prints_heatmap_for_a_preset_path(trained: Path) -> None:
+    shown = cli("show", str(SMOKE), cache=trained).stdout
+    assert "DIV" in shown and "η*" in shown and "*" in shown
+
+
+def test_export_csv(trained: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.csv"
+    cli("export", "smoke", "--format", "csv", "-o", str(target), cache=trained)
+    lines = target.read_text().splitlines()
+    assert lines[0] == "run_id,gamma,eta,seed,state,diverged_step,step,loss"
+    assert len(lines) > 32 * 5
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("[gamma\nmin=1", "invalid TOML"),
+        ("[gamma]\nmin = 1\nmax = 0.1\n[eta]\nmin=1\nmax=2", "swap them"),
+    ],
+)
+def test_bad_preset_exits_2_without_traceback(tmp_path: Path, content: str, fragment: str) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text(content)
+    done = cli("run", str(bad), cache=tmp_path / "runs", check=False)
+    assert done.returncode == 2
+    assert fragment in done.stderr and "broken.toml" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_unknown_sweep_exits_2(tmp_path: Path) -> None:
+    done = cli("show", "nope", cache=tmp_path / "runs", check=False)
+    assert done.returncode == 2 and "no sweep named 'nope'" in done.stderr
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys; from typer.testing import CliRunner; from gamma_tui.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+        "assert 'run' in r.output; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip() == "False", done.stderr
