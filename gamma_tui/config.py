@@ -43,9 +43,13 @@ class Strict(BaseModel):
 
 
 class NetworkConfig(Strict):
-    """The trained network: kind, width N, depth L (number of weight matrices), bias, activation."""
+    """The trained network: kind, width N, depth L (number of weight matrices), bias, activation.
 
-    kind: Literal["mlp"] = "mlp"
+    kind "chain" is the scalar deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with
+    every w_l(0) = 1, trained on data.kind = "scalar" (width, bias and activation unused).
+    """
+
+    kind: Literal["mlp", "chain"] = "mlp"
     width: int = Field(128, ge=1, le=1_000_000)
     depth: int = Field(3, ge=1, le=64)
     bias: bool = False
@@ -55,11 +59,12 @@ class NetworkConfig(Strict):
 class DataConfig(Strict):
     """The online data stream: a synthetic teacher on Gaussian inputs, fresh batch every step."""
 
-    kind: Literal["teacher_mlp", "teacher_classes", "teacher_linear"] = "teacher_mlp"
+    kind: Literal["teacher_mlp", "teacher_classes", "teacher_linear", "scalar"] = "teacher_mlp"
     input_dim: int = Field(32, ge=1, le=1_000_000)
     hidden: int = Field(4, ge=1, le=100_000, description="teacher hidden units k")
     outputs: int = Field(1, ge=1, le=100_000, description="teacher outputs C")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    target: float = Field(1.0, description="the target y of the scalar toy model")
 
 
 class TrainConfig(Strict):
@@ -153,6 +158,12 @@ class Preset(Strict):
     def _task_fits_loss(self) -> Preset:
         if self.train.loss == "xent" and self.data.kind != "teacher_classes":
             raise ValueError("loss 'xent' needs class labels: set data.kind = 'teacher_classes'")
+        if (self.network.kind == "chain") != (self.data.kind == "scalar"):
+            raise ValueError(
+                "network.kind = 'chain' (the scalar toy model) goes with data.kind = 'scalar'"
+            )
+        if self.data.kind == "scalar" and (self.data.outputs, self.train.batch_size) != (1, 1):
+            raise ValueError("the scalar toy model needs data.outputs = 1 and train.batch_size = 1")
         if self.data.kind == "teacher_classes" and self.data.outputs < 2:
             raise ValueError("data.outputs must be >= 2 for 'teacher_classes'")
         if self.run_count() > MAX_GRID_RUNS:

@@ -56,7 +56,7 @@ def test_cross_entropy_starts_at_log_classes(cache: Cache) -> None:
 
 
 def test_output_is_centered_and_scales_as_one_over_gamma() -> None:
-    arch = Architecture((8, 16, 16, 2), bias=False, activation="relu")
+    arch = Architecture((8, 16, 16, 2), bias=False, activation="relu", width=16)
     x = torch.randn(4, 8, dtype=torch.float64)
     base = init_weights(arch, 0)
     model = EnsembleMLP(arch, [p.unsqueeze(0) for p in base])

@@ -103,8 +103,30 @@ class TeacherStream:
         self._block_index = block
 
 
+class ScalarStream:
+    """The scalar toy model's data: the input 1 and the fixed target y, at every step."""
+
+    def __init__(self, config: DataConfig, dtype: torch.dtype, device: torch.device) -> None:
+        self.config = config
+        self._batch = Batch(
+            torch.ones(1, 1, dtype=dtype, device=device),
+            torch.full((1, 1), config.target, dtype=dtype, device=device),
+        )
+
+    @property
+    def outputs(self) -> int:
+        """One output."""
+        return 1
+
+    def batch(self, step: int) -> Batch:
+        """The same (x, y) = (1, target) at every step."""
+        return self._batch
+
+
 def make_stream(
     config: DataConfig, batch_size: int, loss: str, dtype: torch.dtype, device: torch.device
-) -> TeacherStream:
+) -> TeacherStream | ScalarStream:
     """The data stream named by `config.kind`."""
+    if config.kind == "scalar":
+        return ScalarStream(config, dtype, device)
     return TeacherStream(config, batch_size, loss, dtype, device)

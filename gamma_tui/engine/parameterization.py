@@ -37,12 +37,22 @@ class Architecture:
     widths: tuple[int, ...]  # (D, N, ..., N, C): L + 1 entries
     bias: bool
     activation: str
+    width: int  # N, which sets the step size N·η
+    init: str = "normal"  # "normal": N(0, 1) weights; "ones": the scalar chain's w_l(0) = 1
 
     @classmethod
     def of(cls, network: NetworkConfig, input_dim: int, outputs: int) -> Architecture:
-        """The MLP of `network` on data of dimension `input_dim` with `outputs` outputs."""
+        """The network of `network` on data of dimension `input_dim` with `outputs` outputs.
+
+        The scalar chain is the width-1 linear MLP with unit inputs and weights starting at
+        1: all its multipliers are 1 and its step size N·η is η.
+        """
+        if network.kind == "chain":
+            return cls((1,) * (network.depth + 1), False, "linear", 1, "ones")
         hidden = (network.width,) * (network.depth - 1)
-        return cls((input_dim, *hidden, outputs), network.bias, network.activation)
+        return cls(
+            (input_dim, *hidden, outputs), network.bias, network.activation, network.width
+        )
 
     @property
     def depth(self) -> int:
@@ -60,9 +70,9 @@ class Architecture:
         return sum(n_in * n_out + (n_out if self.bias else 0) for n_in, n_out in pairs)
 
 
-def learning_rate(eta: float, width: int) -> float:
+def learning_rate(eta: float, arch: Architecture) -> float:
     """The SGD step size of the parameterization: N·η for every parameter."""
-    return width * eta
+    return arch.width * eta
 
 
 def init_weights(arch: Architecture, seed: int) -> list[torch.Tensor]:
@@ -74,6 +84,9 @@ def init_weights(arch: Architecture, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     params = []
     for n_in, n_out in zip(arch.widths[:-1], arch.widths[1:], strict=True):
+        if arch.init == "ones":
+            params.append(torch.ones(n_out, n_in, dtype=torch.float64))
+            continue
         params.append(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64))
         if arch.bias:
             params.append(torch.zeros(n_out, dtype=torch.float64))
