@@ -29,8 +29,11 @@ import numpy as np
 SCHEMA_VERSION = 1
 DB_NAME = "cache.sqlite"
 ENV_VAR = "GAMMA_TUI_CACHE"
-LEASE_SECONDS = 120.0
-"""A worker that has not committed for this long is presumed dead and its runs can be taken."""
+LEASE_SECONDS = float(os.environ.get("GAMMA_TUI_LEASE_SECONDS") or 120.0)
+"""A worker that has not committed for this long is presumed dead and its runs can be taken.
+
+Workers commit every ~2 s, so the default is generous; GAMMA_TUI_LEASE_SECONDS lowers it
+(the chaos tests do, so that killed workers' runs are picked up quickly)."""
 
 FINAL_STATES = ("done", "diverged", "failed", "skipped")
 

@@ -88,6 +88,9 @@ def run(
         str | None, typer.Option(help="auto, cpu, cuda, cuda:N (default: the preset's).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start huge sweeps without asking.")] = (
+        False
+    ),
 ) -> None:
     """Train every run of PRESET that the cache does not already have."""
     from gamma_tui.runner import run_sweep
@@ -100,6 +103,7 @@ def run(
             f"[bold]{loaded.name}[/]: {loaded.run_count()} runs, "
             f"{loaded.train.steps} steps, cache {store.root}"
         )
+        _confirm_size(loaded, yes)
         with _progress_display(quiet) as show:
             final, errors = run_sweep(
                 store,
@@ -121,6 +125,27 @@ def run(
         - final.counts.get("skipped", 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
+
+
+HUGE_FLOPS = 3e14
+"""Sweeps estimated above this many FLOPs (over an hour on a laptop CPU) ask first."""
+HUGE_RUNS = 20_000
+
+
+def _confirm_size(preset: Any, yes: bool) -> None:
+    """Ask before a huge sweep (or refuse without a terminal), showing an estimate."""
+    flops = preset.flops_per_run() * preset.run_count()
+    if yes or (flops < HUGE_FLOPS and preset.run_count() < HUGE_RUNS):
+        return
+    estimate = (
+        f"{preset.run_count():,} runs x {preset.train.steps:,} steps, about {flops:.1e} FLOPs "
+        f"(~{flops / 50e9 / 3600:,.1f} h at 50 GFLOP/s on a CPU, less on a GPU; "
+        "cached runs and the η cut-off reduce it)"
+    )
+    if not sys.stdin.isatty():
+        raise PresetError(f"huge sweep: {estimate}. Pass --yes to start it anyway.")
+    if not typer.confirm(f"This is a huge sweep: {estimate}. Start it?", err=True):
+        raise typer.Exit(1)
 
 
 @contextmanager
@@ -266,6 +291,26 @@ def fit(
         store = open_cache(cache)
         summary = fit_summary(store, _resolve(store, sweep))
         out.print(json.dumps(summary, indent=1) if as_json else fit_text(summary))
+
+
+@app.command()
+def report(
+    sweep: SweepArgument,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
+    cache: CacheOption = None,
+) -> None:
+    """Write the paper's figures (PNG and SVG) and a markdown summary of SWEEP to a directory."""
+    with user_errors():
+        try:
+            from gamma_tui.figures import write_report
+        except ImportError as error:
+            raise PresetError(
+                f"`report` needs matplotlib ({error}); install it with: pip install -e '.[report]'"
+            ) from None
+        store = open_cache(cache)
+        written = write_report(store, _resolve(store, sweep), output)
+    for path in written:
+        err.print(f"wrote {path}")
 
 
 @app.command()

@@ -173,6 +173,19 @@ class Preset(Strict):
             )
         return self
 
+    def parameter_count(self) -> int:
+        """Parameters of one network of this preset (weights and biases)."""
+        if self.network.kind == "chain":
+            return self.network.depth
+        widths = [self.data.input_dim, *[self.network.width] * (self.network.depth - 1)]
+        widths.append(self.data.outputs)
+        pairs = zip(widths[:-1], widths[1:], strict=False)
+        return sum(a * b + (b if self.network.bias else 0) for a, b in pairs)
+
+    def flops_per_run(self) -> float:
+        """Approximate training FLOPs of one run: 6 x batch x parameters per step."""
+        return 6.0 * self.train.batch_size * self.parameter_count() * self.train.steps
+
     def run_count(self) -> int:
         """Number of runs the grid expands to (before any cut-off)."""
         return len(self.gamma.values()) * len(self.eta.values()) * len(self.seeds)
