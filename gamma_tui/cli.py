@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +92,9 @@ def run(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Start huge sweeps without asking.")] = (
         False
     ),
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Keep training after this terminal closes.")
+    ] = False,
 ) -> None:
     """Train every run of PRESET that the cache does not already have."""
     from gamma_tui.runner import run_sweep
@@ -104,6 +108,10 @@ def run(
             f"{loaded.train.steps} steps, cache {store.root}"
         )
         _confirm_size(loaded, yes)
+        if detach:
+            _detach(preset, set_ or [], store, workers, device, loaded.name)
+            return
+        signal.signal(signal.SIGTERM, _interrupt)  # `gamma-tui stop`: stop workers cleanly
         with _progress_display(quiet) as show:
             final, errors = run_sweep(
                 store,
@@ -125,6 +133,27 @@ def run(
         - final.counts.get("skipped", 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _detach(
+    preset: Path, sets: list[str], store: Cache, workers: int, device: str | None, name: str
+) -> None:
+    """Re-run this command in its own session and return at once."""
+    from gamma_tui.processes import detach_run
+
+    arguments = [str(preset), "--cache", str(store.root), "--workers", str(workers), "--yes"]
+    arguments += [part for value in sets for part in ("--set", value)]
+    arguments += ["--device", device] if device else []
+    pid = detach_run(arguments, store.root, name)
+    err.print(
+        f"sweep {name} runs in the background (driver pid {pid}); follow it with "
+        f"`gamma-tui ps`, the app, or {store.root}/logs/driver-{name}.log; "
+        f"stop it with `gamma-tui stop {name}`"
+    )
 
 
 HUGE_FLOPS = 3e14
@@ -192,27 +221,17 @@ def list_(
             payload = [_sweep_json(store, s.name, s) for s in sweeps]
             out.print(json.dumps({"cache": str(store.root), "sweeps": payload}, indent=1))
             return
-        table = Table(
-            "sweep",
-            "runs",
-            "done",
-            "diverged",
-            "running",
-            "queued",
-            "other",
-            "steps",
-            "updated",
-            title=f"cache {store.root}",
-        )
+        table = Table(title=f"cache {store.root}", box=None, header_style="bold")
+        table.add_column("sweep", no_wrap=True)
+        for heading in ("runs", "done", "div", "run", "queue", "skip", "fail", "steps"):
+            table.add_column(heading, justify="right")
+        table.add_column("updated", no_wrap=True)
+        states = ("done", "diverged", "running", "queued", "skipped", "failed")
         for s in sweeps:
-            other = s.total - sum(
-                s.counts.get(k, 0) for k in ("done", "diverged", "running", "queued")
-            )
             table.add_row(
                 s.name,
                 str(s.total),
-                *(str(s.counts.get(k, 0)) for k in ("done", "diverged", "running", "queued")),
-                str(other),
+                *(str(s.counts.get(k, 0)) for k in states),
                 str(s.steps),
                 _time(s.updated),
             )
@@ -266,6 +285,46 @@ def _runs_table(store: Cache, name: str) -> Table:
             "-" if r.last_loss is None else f"{r.last_loss:.3g}",
         )
     return table
+
+
+@app.command()
+def ps(
+    cache: CacheOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List running sweeps: their drivers and the workers holding their runs."""
+    from gamma_tui.processes import sweep_processes
+
+    with user_errors():
+        store = open_cache(cache)
+        found = sweep_processes(store)
+    if as_json:
+        out.print(json.dumps([vars(p) for p in found], indent=1))
+        return
+    if not found:
+        err.print(f"no sweep is running in {store.root}")
+        return
+    table = Table("sweep", "role", "pid", "host", "runs held")
+    for p in found:
+        table.add_row(
+            p.sweep, p.role, str(p.pid), p.host, str(p.runs) if p.role == "worker" else ""
+        )
+    out.print(table)
+
+
+@app.command()
+def stop(sweep: SweepArgument, cache: CacheOption = None) -> None:
+    """Stop a running sweep cleanly: workers checkpoint and exit; `run` resumes it later."""
+    from gamma_tui.processes import stop_sweep
+
+    with user_errors():
+        store = open_cache(cache)
+        name = _resolve(store, sweep)
+        stopped = stop_sweep(store, name)
+    if not stopped:
+        err.print(f"sweep {name} has no running process on this host")
+        raise typer.Exit(1)
+    err.print(f"sent SIGTERM to {len(stopped)} process(es) of {name}; runs keep their checkpoints")
 
 
 @app.command()
@@ -388,7 +447,7 @@ def _finite(value: float | None) -> float | None:
 def _time(stamp: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
+    return time.strftime("%m-%d %H:%M", time.localtime(stamp))
 
 
 def main() -> None:

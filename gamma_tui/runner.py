@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
 from gamma_tui.config import Preset, RunSpec, expand
+from gamma_tui.processes import register_driver, unregister_driver
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ def run_sweep(
 ) -> tuple[SweepProgress, list[str]]:
     """Train every unfinished run of the preset; returns final progress and worker errors."""
     register(cache, preset, preset_text, preset_path)
+    record = register_driver(cache.root, preset.name)
     started = time.monotonic()
     baseline = progress(cache, preset.name, started, 0).steps_done
     errors: list[str] = []
@@ -276,6 +278,8 @@ def run_sweep(
     except KeyboardInterrupt:
         pool.stop()
         raise
+    finally:
+        unregister_driver(record)
     final = progress(cache, preset.name, started, baseline)
     if on_progress:
         on_progress(final)

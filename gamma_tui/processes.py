@@ -1,0 +1,126 @@
+"""Sweeps that outlive the terminal: driver records, listing live workers, stopping sweeps.
+
+A sweep is driven by one `gamma-tui run` process (the driver), which starts engine workers.
+The driver writes a small JSON record under CACHE/drivers/ while it lives; workers show up
+through their leases in the cache. `ps` joins both; `stop` sends SIGTERM to the driver and
+the workers, which checkpoint and exit (their runs go back to the queue and resume on the
+next `run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gamma_tui.cache import Cache
+
+
+@dataclass(frozen=True)
+class SweepProcess:
+    """A live process working on a sweep: its driver or one of its workers."""
+
+    sweep: str
+    role: str  # "driver" or "worker"
+    pid: int
+    host: str
+    runs: int  # runs it holds leases on (workers), 0 for drivers
+    started: float | None
+
+
+def _record_path(cache_root: Path, sweep: str) -> Path:
+    return cache_root / "drivers" / f"{sweep}.json"
+
+
+def register_driver(cache_root: Path, sweep: str) -> Path:
+    """Record this process as the driver of `sweep`; returns the record's path."""
+    path = _record_path(cache_root, sweep)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(payload))
+    partial.replace(path)
+    return path
+
+
+def unregister_driver(path: Path) -> None:
+    """Remove a driver record written by this process."""
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether a process on this host still exists (other hosts: unknown, assume alive)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_processes(cache: Cache) -> list[SweepProcess]:
+    """Live drivers (from their records) and workers (from fresh leases), by sweep."""
+    found = []
+    for record in sorted((cache.root / "drivers").glob("*.json")):
+        try:
+            data = json.loads(record.read_text())
+            pid, host = int(data["pid"]), str(data["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(pid, host):
+            found.append(SweepProcess(record.stem, "driver", pid, host, 0, data.get("started")))
+    for sweep in cache.sweeps():
+        owners: dict[str, int] = {}
+        for run in cache.runs(sweep.name):
+            if run.state == "running" and run.lease_owner:
+                owners[run.lease_owner] = owners.get(run.lease_owner, 0) + 1
+        for owner, count in owners.items():
+            host, pid, _ = owner.rsplit(":", 2)
+            if _alive(int(pid), host):
+                found.append(SweepProcess(sweep.name, "worker", int(pid), host, count, None))
+    return found
+
+
+def stop_sweep(cache: Cache, sweep: str) -> list[SweepProcess]:
+    """SIGTERM the sweep's driver and workers on this host; returns the processes signalled."""
+    signalled = []
+    for process in sweep_processes(cache):
+        if process.sweep != sweep or process.host != socket.gethostname():
+            continue
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+            signalled.append(process)
+        except ProcessLookupError:
+            continue
+    return signalled
+
+
+def detach_run(arguments: list[str], cache_root: Path, sweep: str) -> int:
+    """Start `gamma-tui run ARGUMENTS` in its own session, immune to the terminal closing.
+
+    Returns the driver's pid; its output goes to CACHE/logs/driver-SWEEP.log.
+    """
+    log = cache_root / "logs" / f"driver-{sweep}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gamma_tui", "run", *arguments, "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process.pid

@@ -1,0 +1,45 @@
+"""Detached sweeps: `run --detach`, `ps` and `stop` with real processes."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from support import SMOKE
+from test_cli import cli, runs_of
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def processes(cache: Path) -> list[dict]:
+    return json.loads(cli("ps", "--json", cache=cache).stdout)
+
+
+def test_detach_ps_stop_then_resume(tmp_path: Path) -> None:
+    cache = tmp_path / "runs"
+    started = cli("run", str(SMOKE), "--set", "train.steps=3000", "--detach", cache=cache)
+    assert "runs in the background" in started.stderr
+    wait_for(lambda: {p["role"] for p in processes(cache)} == {"driver", "worker"})
+    wait_for(lambda: any(r["steps_done"] > 0 for r in runs_of(cache)))
+    stopped = cli("stop", "smoke", cache=cache)
+    assert "SIGTERM" in stopped.stderr
+    wait_for(lambda: processes(cache) == [])
+    runs = runs_of(cache)
+    assert {r["state"] for r in runs} <= {"queued", "diverged"}
+    paused = {r["run_id"]: r["steps_done"] for r in runs if r["state"] == "queued"}
+    assert paused and all(0 < steps < 3000 for steps in paused.values())
+    cli("run", str(SMOKE), "--set", "train.steps=3000", cache=cache)  # resumes, no restart
+    assert {r["state"] for r in runs_of(cache)} <= {"done", "diverged"}
+
+
+def test_stop_without_running_sweep_says_so(tmp_path: Path) -> None:
+    cache = tmp_path / "runs"
+    cli("run", str(SMOKE), "--set", "train.steps=20", cache=cache)
+    done = cli("stop", "smoke", cache=cache, check=False)
+    assert done.returncode == 1 and "no running process" in done.stderr
