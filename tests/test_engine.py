@@ -182,3 +182,18 @@ def test_more_steps_extend_from_checkpoint(tmp_path) -> None:
             continue
         np.testing.assert_array_equal(extended[spec.run_id][:30], short[spec.run_id][:30])
         np.testing.assert_array_equal(extended[spec.run_id], straight[spec.run_id])
+
+
+def test_shard_over_memory_budget_trains_in_pieces(tmp_path, monkeypatch) -> None:
+    """A tiny budget splits the shard into one-member ensembles; curves stay identical."""
+    text = tiny_preset_text(train={"steps": 40})
+    with Cache(tmp_path / "whole") as store:
+        whole = curves_of(store, train(store, text))
+    import gamma_tui.engine.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "memory_budget", lambda device: 1.0)
+    with Cache(tmp_path / "pieces") as store:
+        pieces = curves_of(store, train(store, text))
+    assert pieces.keys() == whole.keys()
+    for run_id, loss in whole.items():
+        np.testing.assert_allclose(pieces[run_id], loss, rtol=1e-5, atol=1e-7)

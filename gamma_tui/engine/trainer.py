@@ -10,6 +10,7 @@ Losses stay on the device and are read every `sync_every` steps, the only host s
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -72,6 +73,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def member_bytes(arch: Architecture, batch_size: int, dtype: torch.dtype) -> int:
+    """Device memory one ensemble member needs: parameters, gradients and activations."""
+    itemsize = torch.finfo(dtype).bits // 8
+    activations = batch_size * sum(arch.widths[1:]) * 4  # pre-activations, grads, temporaries
+    return itemsize * (3 * arch.parameter_count() + activations)
+
+
+def memory_budget(device: torch.device) -> float:
+    """Bytes the ensemble may use: half the free GPU memory, or a quarter of RAM (<= 8 GiB)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return 0.5 * free
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 * 2**30
+    return min(0.25 * ram, 8 * 2**30)
+
+
 class ShardTrainer:
     """Trains the runs of one shard held under a lease owned by `owner`."""
 
@@ -80,13 +100,26 @@ class ShardTrainer:
         self.stop_requested = False
 
     def train(self, run_ids: list[str]) -> int:
-        """Train every claimable run in `run_ids` to its target; returns how many it trained."""
+        """Train every claimable run in `run_ids` to its target; returns how many it trained.
+
+        A shard larger than the device's memory budget trains as consecutive ensembles.
+        """
         members = self._restore(self.cache.claim(run_ids, self.owner))
         if not members:
             return 0
         spec = members[0].spec
         self.arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
         self.dtype = DTYPES[spec.dtype]
+        per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
+        size = max(1, int(memory_budget(self.options.device) // per_member))
+        for first in range(0, len(members), size):
+            if not self.stop_requested:
+                self._train_ensemble(members[first : first + size])
+        return len(members)
+
+    def _train_ensemble(self, members: list[Member]) -> None:
+        """Train members in lockstep, letting later-starting cohorts join when reached."""
+        spec = members[0].spec
         self.stream = make_stream(
             spec.data, spec.batch_size, spec.loss, self.dtype, self.options.device
         )
@@ -121,7 +154,6 @@ class ShardTrainer:
                 active = [active[i] for i in keep]
         if active:
             self._commit(active, step, final=[], checkpoint=True)
-        return len(members)
 
     # ---- setup ---------------------------------------------------------------------------
 
