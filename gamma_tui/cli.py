@@ -24,6 +24,7 @@ from rich.table import Table
 
 from gamma_tui.cache import Cache, CacheError, default_cache_dir
 from gamma_tui.config import PresetError, load_preset
+from gamma_tui.datasets import DatasetError
 
 DEFAULT_PRESET = Path("presets/quickstart.toml")
 
@@ -51,7 +52,7 @@ def user_errors() -> Iterator[None]:
     """Turn PresetError/CacheError into one red line and exit status 2."""
     try:
         yield
-    except (PresetError, CacheError) as error:
+    except (PresetError, CacheError, DatasetError) as error:
         err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
         raise typer.Exit(2) from None
 
@@ -108,6 +109,7 @@ def run(
             f"{loaded.train.steps} steps, cache {store.root}"
         )
         _confirm_size(loaded, yes)
+        _check_dataset(loaded)
         if detach:
             _detach(preset, set_ or [], store, workers, device, loaded.name)
             return
@@ -133,6 +135,16 @@ def run(
         - final.counts.get("skipped", 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
+
+
+def _check_dataset(preset: Any) -> None:
+    """Open a file dataset and check it holds steps x batch samples, before any worker starts."""
+    if not preset.data.from_files:
+        return
+    from gamma_tui.datasets import open_dataset
+
+    dataset = open_dataset(preset.data.kind, preset.data.path)
+    dataset.check_budget(preset.train.steps, preset.train.batch_size, preset.data.offset_batches)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

@@ -56,15 +56,35 @@ class NetworkConfig(Strict):
     activation: Literal["relu", "linear"] = "relu"
 
 
+FILE_DATASETS = ("mnist1m", "cifar5m", "npz", "mnist1d")
+"""Data kinds read by gamma_tui.datasets; the others are synthetic streams."""
+
+
 class DataConfig(Strict):
     """The online data stream: a synthetic teacher on Gaussian inputs, fresh batch every step."""
 
-    kind: Literal["teacher_mlp", "teacher_classes", "teacher_linear", "scalar"] = "teacher_mlp"
+    kind: Literal[
+        "teacher_mlp",
+        "teacher_classes",
+        "teacher_linear",
+        "scalar",
+        "mnist1m",
+        "cifar5m",
+        "npz",
+        "mnist1d",
+    ] = "teacher_mlp"
     input_dim: int = Field(32, ge=1, le=1_000_000)
     hidden: int = Field(4, ge=1, le=100_000, description="teacher hidden units k")
     outputs: int = Field(1, ge=1, le=100_000, description="teacher outputs C")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     target: float = Field(1.0, description="the target y of the scalar toy model")
+    path: str | None = Field(None, description="local folder or file of a file dataset")
+    offset_batches: int = Field(0, ge=0, le=10**9, description="file datasets: batches to skip")
+
+    @property
+    def from_files(self) -> bool:
+        """Whether samples come from a dataset (their input size and classes come from it)."""
+        return self.kind in FILE_DATASETS
 
 
 class TrainConfig(Strict):
@@ -156,8 +176,12 @@ class Preset(Strict):
 
     @model_validator(mode="after")
     def _task_fits_loss(self) -> Preset:
-        if self.train.loss == "xent" and self.data.kind != "teacher_classes":
-            raise ValueError("loss 'xent' needs class labels: set data.kind = 'teacher_classes'")
+        if self.train.loss == "xent" and self.data.kind not in ("teacher_classes", *FILE_DATASETS):
+            raise ValueError(
+                "loss 'xent' needs class labels: use data.kind = 'teacher_classes' or a dataset"
+            )
+        if self.data.kind in FILE_DATASETS and self.data.kind != "mnist1d" and not self.data.path:
+            raise ValueError(f"data.kind = '{self.data.kind}' reads local files: set data.path")
         if (self.network.kind == "chain") != (self.data.kind == "scalar"):
             raise ValueError(
                 "network.kind = 'chain' (the scalar toy model) goes with data.kind = 'scalar'"
@@ -208,14 +232,27 @@ class RunSpec(Strict):
 
     @property
     def run_id(self) -> str:
-        """16 hex digits of the SHA-256 of the canonical JSON of this spec and SPEC_VERSION."""
-        return _digest({"v": SPEC_VERSION, **self.model_dump()})
+        """16 hex digits of the SHA-256 of the canonical JSON of this spec and SPEC_VERSION.
+
+        A dataset's location is not part of it: the same data read from another folder (or
+        machine) gives the same runs.
+        """
+        return _digest({"v": SPEC_VERSION, **self._identity()})
 
     @property
     def shard_key(self) -> str:
         """Runs with equal shard keys share architecture, data stream and dtype: one ensemble."""
-        shared = self.model_dump(exclude={"gamma", "eta", "seed"})
+        shared = {k: v for k, v in self._identity().items() if k not in ("gamma", "eta", "seed")}
+        shared["path"] = self.data.path  # one ensemble reads one copy of the data
         return _digest({"v": SPEC_VERSION, **shared})
+
+    def _identity(self) -> dict[str, Any]:
+        """The fields that determine the result; `data.path` dropped when unset (old ids hold)."""
+        dump = self.model_dump()
+        dump["data"].pop("path")
+        if dump["data"]["offset_batches"] == 0:
+            dump["data"].pop("offset_batches")
+        return dump
 
 
 class PresetError(Exception):

@@ -126,3 +126,42 @@ def test_help_does_not_import_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def write_npz_dataset(path: Path, samples: int = 4096, classes: int = 4) -> None:
+    """A small image dataset in the generic .npz format (X uint8, y labels)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(samples, 6, 6), dtype=np.uint8)
+    np.savez(path, X=images, y=rng.integers(0, classes, size=samples))
+
+
+@pytest.mark.parametrize(("loss", "step0"), [("mse", 1 / 4), ("xent", 1.3862944)])
+def test_run_on_a_local_dataset(tmp_path: Path, loss: str, step0: float) -> None:
+    data = tmp_path / "tiny.npz"
+    write_npz_dataset(data)
+    preset = tmp_path / "images.toml"
+    preset.write_text(
+        f'seeds = 1\n[network]\nwidth = 16\ndepth = 2\n[data]\nkind = "npz"\npath = "{data}"\n'
+        f'[train]\nbatch_size = 16\nsteps = 100\nloss = "{loss}"\n'
+        "[gamma]\nmin = 1\nmax = 10\n[eta]\nscale = 'relative'\nmin = 0.1\nmax = 1\n"
+    )
+    cache = tmp_path / "runs"
+    cli("run", str(preset), cache=cache)
+    runs = runs_of(cache)
+    assert {r["state"] for r in runs} <= {"done", "diverged"} and runs
+    assert all(r["init_loss"] == pytest.approx(step0, rel=1e-5) for r in runs)
+
+
+def test_dataset_too_small_or_missing_exits_2(tmp_path: Path) -> None:
+    data = tmp_path / "tiny.npz"
+    write_npz_dataset(data, samples=100)
+    preset = tmp_path / "images.toml"
+    body = "[gamma]\nmin = 1\nmax = 10\n[eta]\nmin = 0.1\nmax = 1\n[train]\nbatch_size = 16\n"
+    preset.write_text(f'[data]\nkind = "npz"\npath = "{data}"\n' + body)
+    done = cli("run", str(preset), cache=tmp_path / "runs", check=False)
+    assert done.returncode == 2 and "steps" in done.stderr and "Traceback" not in done.stderr
+    preset.write_text(f'[data]\nkind = "mnist1m"\npath = "{tmp_path / "nowhere"}"\n' + body)
+    done = cli("run", str(preset), cache=tmp_path / "runs", check=False)
+    assert done.returncode == 2 and "MNIST_images_" in done.stderr

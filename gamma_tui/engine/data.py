@@ -51,6 +51,7 @@ class TeacherStream:
         self.config, self.batch_size, self.loss = config, batch_size, loss
         self.dtype, self.device = dtype, device
         self.block_steps = max(1, min(256, BLOCK_ELEMENTS // (batch_size * config.input_dim)))
+        self.input_dim = config.input_dim
         generator = _generator(config.seed, 0)
         d, k, c = config.input_dim, config.hidden, config.outputs
         if config.kind == "teacher_linear":
@@ -108,6 +109,7 @@ class ScalarStream:
 
     def __init__(self, config: DataConfig, dtype: torch.dtype, device: torch.device) -> None:
         self.config = config
+        self.input_dim = 1
         self._batch = Batch(
             torch.ones(1, 1, dtype=dtype, device=device),
             torch.full((1, 1), config.target, dtype=dtype, device=device),
@@ -123,10 +125,54 @@ class ScalarStream:
         return self._batch
 
 
+class FileStream:
+    """Batches read in file order from a local dataset (gamma_tui.datasets), flattened for MLPs.
+
+    Targets are one-hot {0, 1} vectors for MSE (as the reference code) and class indices for
+    cross-entropy.
+    """
+
+    def __init__(
+        self,
+        config: DataConfig,
+        batch_size: int,
+        loss: str,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        from gamma_tui.datasets import open_dataset
+
+        self.config, self.batch_size, self.loss = config, batch_size, loss
+        self.dtype, self.device = dtype, device
+        self.dataset = open_dataset(config.kind, config.path)
+        self.input_dim = self.dataset.info.input_dim
+
+    @property
+    def outputs(self) -> int:
+        """Number of classes C."""
+        return self.dataset.info.classes
+
+    def batch(self, step: int) -> Batch:
+        """The batch of `step`: samples [(o + step)·B, (o + step + 1)·B) in file order."""
+        x, labels = self.dataset.batch(step, self.batch_size, self.config.offset_batches)
+        inputs = torch.from_numpy(x).reshape(self.batch_size, -1)
+        inputs = inputs.to(device=self.device, dtype=self.dtype)
+        classes = torch.from_numpy(labels).to(self.device)
+        if self.loss == "xent":
+            return Batch(inputs, classes)
+        one_hot = torch.nn.functional.one_hot(classes, self.outputs).to(self.dtype)
+        return Batch(inputs, one_hot)
+
+
+Stream = TeacherStream | ScalarStream | FileStream
+
+
 def make_stream(
     config: DataConfig, batch_size: int, loss: str, dtype: torch.dtype, device: torch.device
-) -> TeacherStream | ScalarStream:
+) -> Stream:
     """The data stream named by `config.kind`."""
     if config.kind == "scalar":
         return ScalarStream(config, dtype, device)
+    if config.from_files:
+        return FileStream(config, batch_size, loss, dtype, device)
     return TeacherStream(config, batch_size, loss, dtype, device)

@@ -50,9 +50,7 @@ class Architecture:
         if network.kind == "chain":
             return cls((1,) * (network.depth + 1), False, "linear", 1, "ones")
         hidden = (network.width,) * (network.depth - 1)
-        return cls(
-            (input_dim, *hidden, outputs), network.bias, network.activation, network.width
-        )
+        return cls((input_dim, *hidden, outputs), network.bias, network.activation, network.width)
 
     @property
     def depth(self) -> int:

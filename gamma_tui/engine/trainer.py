@@ -31,7 +31,7 @@ from gamma_tui.engine.parameterization import (
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: members are compared with `in`
 class Member:
     """One run inside the ensemble: identity, targets and losses not yet committed."""
 
@@ -108,8 +108,11 @@ class ShardTrainer:
         if not members:
             return 0
         spec = members[0].spec
-        self.arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
         self.dtype = DTYPES[spec.dtype]
+        self.stream = make_stream(
+            spec.data, spec.batch_size, spec.loss, self.dtype, self.options.device
+        )
+        self.arch = Architecture.of(spec.network, self.stream.input_dim, self.stream.outputs)
         per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
         size = max(1, int(memory_budget(self.options.device) // per_member))
         for first in range(0, len(members), size):
@@ -119,10 +122,6 @@ class ShardTrainer:
 
     def _train_ensemble(self, members: list[Member]) -> None:
         """Train members in lockstep, letting later-starting cohorts join when reached."""
-        spec = members[0].spec
-        self.stream = make_stream(
-            spec.data, spec.batch_size, spec.loss, self.dtype, self.options.device
-        )
         cohorts = sorted({m.start_step for m in members})
         active: list[Member] = []
         self.model: EnsembleMLP | None = None
