@@ -189,7 +189,7 @@ def start_workers(
             "--cache",
             str(cache_dir),
             "--device",
-            _worker_device(device, index),
+            device,
             "--threads",
             str(threads),
             "--checkpoint-every",
@@ -206,18 +206,25 @@ def start_workers(
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=detach,
+                    env=worker_environment(device, index, workers),
                 )
             )
         pool.logs.append(log)
     return pool
 
 
-def _worker_device(device: str, index: int) -> str:
-    """Worker `index` gets GPU `index` when the device names several (cuda:0,1 style)."""
-    if device.startswith("cuda:") and "," in device:
-        choices = device.removeprefix("cuda:").split(",")
-        return f"cuda:{choices[index % len(choices)]}"
-    return device
+def worker_environment(device: str, index: int, workers: int) -> dict[str, str]:
+    """Environment of worker `index`: one GPU each when several workers share CUDA devices.
+
+    With `--device cuda` (or auto) and N workers, worker i sees only GPU i of
+    CUDA_VISIBLE_DEVICES (or of 0..N-1), so each process owns one device.
+    """
+    env = dict(os.environ)
+    if workers > 1 and device in ("auto", "cuda"):
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        choices = visible.split(",") if visible else [str(i) for i in range(workers)]
+        env["CUDA_VISIBLE_DEVICES"] = choices[index % len(choices)]
+    return env
 
 
 def progress(

@@ -197,3 +197,16 @@ def test_shard_over_memory_budget_trains_in_pieces(tmp_path, monkeypatch) -> Non
     assert pieces.keys() == whole.keys()
     for run_id, loss in whole.items():
         np.testing.assert_allclose(pieces[run_id], loss, rtol=1e-5, atol=1e-7)
+
+
+def test_each_gpu_worker_sees_one_device(monkeypatch) -> None:
+    from gamma_tui.runner import worker_environment
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert [worker_environment("cuda", i, 2)["CUDA_VISIBLE_DEVICES"] for i in (0, 1)] == [
+        "3",
+        "5",
+    ]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert worker_environment("cuda", 2, 4)["CUDA_VISIBLE_DEVICES"] == "2"
+    assert "CUDA_VISIBLE_DEVICES" not in worker_environment("cpu", 1, 2)
