@@ -45,11 +45,13 @@ class Strict(BaseModel):
 class NetworkConfig(Strict):
     """The trained network: kind, width N, depth L (number of weight matrices), bias, activation.
 
-    kind "chain" is the scalar deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with
+    kind "cnn" is the reference code's CNN (two convs of width N and 2N, a linear layer of
+    width 8N, μP readout; depth label L = 4; image datasets only). kind "chain" is the scalar
+    deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with
     every w_l(0) = 1, trained on data.kind = "scalar" (width, bias and activation unused).
     """
 
-    kind: Literal["mlp", "chain"] = "mlp"
+    kind: Literal["mlp", "chain", "cnn"] = "mlp"
     width: int = Field(128, ge=1, le=1_000_000)
     depth: int = Field(3, ge=1, le=64)
     bias: bool = False
@@ -58,6 +60,10 @@ class NetworkConfig(Strict):
 
 FILE_DATASETS = ("mnist1m", "cifar5m", "npz", "mnist1d")
 """Data kinds read by gamma_tui.datasets; the others are synthetic streams."""
+
+
+DEPTH_LABELS = {"cnn": 4}
+"""The L of the η ∝ γ^(2/L) law for kinds whose depth is fixed by the architecture."""
 
 
 class DataConfig(Strict):
@@ -182,6 +188,8 @@ class Preset(Strict):
             )
         if self.data.kind in FILE_DATASETS and self.data.kind != "mnist1d" and not self.data.path:
             raise ValueError(f"data.kind = '{self.data.kind}' reads local files: set data.path")
+        if self.network.kind == "cnn" and self.data.kind not in FILE_DATASETS:
+            raise ValueError("network.kind = 'cnn' needs an image dataset in data.kind")
         if (self.network.kind == "chain") != (self.data.kind == "scalar"):
             raise ValueError(
                 "network.kind = 'chain' (the scalar toy model) goes with data.kind = 'scalar'"
@@ -259,6 +267,11 @@ class PresetError(Exception):
     """A preset could not be used; the message names the file, the key path and a fix."""
 
 
+def depth_label(network: NetworkConfig) -> int:
+    """L of the η ∝ γ^(2/L) law: network.depth, or the fixed label of the architecture."""
+    return DEPTH_LABELS.get(network.kind, network.depth)
+
+
 def predicted_eta_exponent(gamma: float, depth: int) -> float:
     """The exponent p in η* ∝ γ^p: 2 in the lazy regime (γ < 1), 2/L in the rich one."""
     return 2.0 if gamma < 1.0 else 2.0 / depth
@@ -269,7 +282,7 @@ def eta_values(preset: Preset, gamma: float) -> list[float]:
     base = preset.eta.values()
     if preset.eta.scale == "absolute":
         return base
-    scale = gamma ** predicted_eta_exponent(gamma, preset.network.depth)
+    scale = gamma ** predicted_eta_exponent(gamma, depth_label(preset.network))
     return [_round(c * scale) for c in base]
 
 

@@ -139,13 +139,15 @@ class FileStream:
         loss: str,
         dtype: torch.dtype,
         device: torch.device,
+        flatten: bool = True,
     ) -> None:
         from gamma_tui.datasets import open_dataset
 
         self.config, self.batch_size, self.loss = config, batch_size, loss
-        self.dtype, self.device = dtype, device
+        self.dtype, self.device, self.flatten = dtype, device, flatten
         self.dataset = open_dataset(config.kind, config.path)
         self.input_dim = self.dataset.info.input_dim
+        self.input_shape = self.dataset.info.input_shape
 
     @property
     def outputs(self) -> int:
@@ -155,7 +157,8 @@ class FileStream:
     def batch(self, step: int) -> Batch:
         """The batch of `step`: samples [(o + step)·B, (o + step + 1)·B) in file order."""
         x, labels = self.dataset.batch(step, self.batch_size, self.config.offset_batches)
-        inputs = torch.from_numpy(x).reshape(self.batch_size, -1)
+        inputs = torch.from_numpy(x)
+        inputs = inputs.reshape(self.batch_size, -1) if self.flatten else inputs
         inputs = inputs.to(device=self.device, dtype=self.dtype)
         classes = torch.from_numpy(labels).to(self.device)
         if self.loss == "xent":
@@ -168,11 +171,16 @@ Stream = TeacherStream | ScalarStream | FileStream
 
 
 def make_stream(
-    config: DataConfig, batch_size: int, loss: str, dtype: torch.dtype, device: torch.device
+    config: DataConfig,
+    batch_size: int,
+    loss: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    flatten: bool = True,
 ) -> Stream:
-    """The data stream named by `config.kind`."""
+    """The data stream named by `config.kind`; `flatten` gives (B, D) inputs for MLPs."""
     if config.kind == "scalar":
         return ScalarStream(config, dtype, device)
     if config.from_files:
-        return FileStream(config, batch_size, loss, dtype, device)
+        return FileStream(config, batch_size, loss, dtype, device, flatten)
     return TeacherStream(config, batch_size, loss, dtype, device)

@@ -38,7 +38,7 @@ class Architecture:
     bias: bool
     activation: str
     width: int  # N, which sets the step size N·η
-    init: str = "normal"  # "normal": N(0, 1) weights; "ones": the scalar chain's w_l(0) = 1
+    init_kind: str = "normal"  # "normal": N(0, 1) weights; "ones": the chain toy, w_l(0) = 1
 
     @classmethod
     def of(cls, network: NetworkConfig, input_dim: int, outputs: int) -> Architecture:
@@ -62,6 +62,23 @@ class Architecture:
         fan_in = self.widths[layer]
         return 1.0 / fan_in if layer == self.depth - 1 else 1.0 / math.sqrt(fan_in)
 
+    @property
+    def depth_label(self) -> int:
+        """L of the η ∝ γ^(2/L) law: the number of weight matrices."""
+        return self.depth
+
+    def activation_elements(self, batch_size: int) -> int:
+        """Activations of one member per batch (for memory planning)."""
+        return batch_size * sum(self.widths[1:])
+
+    def init(self, seed: int) -> list[torch.Tensor]:
+        """One member's initial parameters (see `init_weights`)."""
+        return init_weights(self, seed)
+
+    def ensemble(self, params: list[torch.Tensor]) -> EnsembleMLP:
+        """An ensemble over stacked parameters."""
+        return EnsembleMLP(self, params)
+
     def parameter_count(self) -> int:
         """Parameters of one member (weights and, if enabled, biases)."""
         pairs = zip(self.widths[:-1], self.widths[1:], strict=True)
@@ -82,7 +99,7 @@ def init_weights(arch: Architecture, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     params = []
     for n_in, n_out in zip(arch.widths[:-1], arch.widths[1:], strict=True):
-        if arch.init == "ones":
+        if arch.init_kind == "ones":
             params.append(torch.ones(n_out, n_in, dtype=torch.float64))
             continue
         params.append(torch.randn(n_out, n_in, generator=generator, dtype=torch.float64))

@@ -13,20 +13,16 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from gamma_tui.cache import Cache, Progress, reduce_losses
-from gamma_tui.config import RunSpec
-from gamma_tui.engine.data import make_stream
-from gamma_tui.engine.parameterization import (
-    Architecture,
-    EnsembleMLP,
-    init_weights,
-    learning_rate,
-    loss_and_grad,
-)
+from gamma_tui.config import NetworkConfig, RunSpec
+from gamma_tui.engine.convnet import ConvArchitecture
+from gamma_tui.engine.data import Stream, make_stream
+from gamma_tui.engine.parameterization import Architecture, learning_rate, loss_and_grad
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -73,10 +69,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def member_bytes(arch: Architecture, batch_size: int, dtype: torch.dtype) -> int:
+Family = Architecture | ConvArchitecture
+"""A model family: shapes, initialisation and the ensemble class of one network kind."""
+
+
+def model_family(network: NetworkConfig, stream: Stream) -> Family:
+    """The family of `network` on the stream's inputs and outputs."""
+    if network.kind == "cnn":
+        shape = stream.input_shape
+        return ConvArchitecture(
+            (shape[0], shape[1], shape[2]), network.width, stream.outputs, network.bias
+        )
+    return Architecture.of(network, stream.input_dim, stream.outputs)
+
+
+def member_bytes(arch: Family, batch_size: int, dtype: torch.dtype) -> int:
     """Device memory one ensemble member needs: parameters, gradients and activations."""
     itemsize = torch.finfo(dtype).bits // 8
-    activations = batch_size * sum(arch.widths[1:]) * 4  # pre-activations, grads, temporaries
+    activations = arch.activation_elements(batch_size) * 4  # values, grads, temporaries
     return itemsize * (3 * arch.parameter_count() + activations)
 
 
@@ -110,9 +120,14 @@ class ShardTrainer:
         spec = members[0].spec
         self.dtype = DTYPES[spec.dtype]
         self.stream = make_stream(
-            spec.data, spec.batch_size, spec.loss, self.dtype, self.options.device
+            spec.data,
+            spec.batch_size,
+            spec.loss,
+            self.dtype,
+            self.options.device,
+            flatten=spec.network.kind != "cnn",
         )
-        self.arch = Architecture.of(spec.network, self.stream.input_dim, self.stream.outputs)
+        self.arch = model_family(spec.network, self.stream)
         per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
         size = max(1, int(memory_budget(self.options.device) // per_member))
         for first in range(0, len(members), size):
@@ -124,7 +139,7 @@ class ShardTrainer:
         """Train members in lockstep, letting later-starting cohorts join when reached."""
         cohorts = sorted({m.start_step for m in members})
         active: list[Member] = []
-        self.model: EnsembleMLP | None = None
+        self.model: Any = None
         step, last_commit = cohorts[0], time.monotonic()
         while (active or cohorts) and not self.stop_requested:
             if cohorts and (not active or step == cohorts[0]):
@@ -184,7 +199,7 @@ class ShardTrainer:
         """A member's parameters from its checkpoint, or its seed's initial draw."""
         if member.saved is not None:
             return [torch.from_numpy(member.saved[f"p{i}"]) for i in range(len(member.saved))]
-        return init_weights(self.arch, member.spec.seed)
+        return self.arch.init(member.spec.seed)
 
     def _stack(self, tensors: list[list[torch.Tensor]]) -> list[torch.Tensor]:
         """Stack per-member parameter lists into ensemble tensors on the device."""
@@ -195,7 +210,7 @@ class ShardTrainer:
 
     def _join(self, active: list[Member], joining: list[Member]) -> None:
         """Add a cohort to the ensemble and rebuild the per-member vectors."""
-        newcomers = EnsembleMLP(self.arch, self._stack([self._member_params(m) for m in joining]))
+        newcomers = self.arch.ensemble(self._stack([self._member_params(m) for m in joining]))
         for member in joining:
             member.saved = None
         if self.model is None:
@@ -214,9 +229,7 @@ class ShardTrainer:
             device=device,
         )
         seeds = sorted({m.spec.seed for m in members})
-        self.frozen = EnsembleMLP(
-            self.arch, self._stack([init_weights(self.arch, s) for s in seeds])
-        )
+        self.frozen = self.arch.ensemble(self._stack([self.arch.init(s) for s in seeds]))
         self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
 
     def _centering_select(self, keep: list[int]) -> None:
@@ -228,9 +241,7 @@ class ShardTrainer:
 
     # ---- the training loop ---------------------------------------------------------------
 
-    def _run_steps(
-        self, model: EnsembleMLP, active: list[Member], start: int, stop: int
-    ) -> torch.Tensor:
+    def _run_steps(self, model: Any, active: list[Member], start: int, stop: int) -> torch.Tensor:
         """Train steps [start, stop); returns the (E, stop - start) losses, still on device."""
         loss_kind = active[0].spec.loss
         losses = torch.empty(
@@ -239,11 +250,12 @@ class ShardTrainer:
         for offset, step in enumerate(range(start, stop)):
             batch = self.stream.batch(step)
             f_mu, pre = model.forward(batch.x)
-            f_mu0 = self.frozen.forward(batch.x)[0].index_select(0, self.seed_index)
-            value, grad = loss_and_grad(
-                f_mu, f_mu0, self.gamma, self.step_size, batch.target, loss_kind
-            )
-            losses[:, offset] = value
+            with torch.no_grad():  # autograd models: only the members' forward is a graph
+                f_mu0 = self.frozen.forward(batch.x)[0].index_select(0, self.seed_index)
+                value, grad = loss_and_grad(
+                    f_mu, f_mu0, self.gamma, self.step_size, batch.target, loss_kind
+                )
+                losses[:, offset] = value
             model.sgd_step(batch.x, pre, grad)
         return losses
 
