@@ -39,7 +39,8 @@ SIGNIFICANT_DIGITS = 10
 class Strict(BaseModel):
     """Base of every preset section: unknown keys are errors and values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: no silent coercion ("3" -> 3, true -> 1); no NaN/inf in any number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class NetworkConfig(Strict):
@@ -342,6 +343,8 @@ def parse_preset(
         raise PresetError(
             f"{source}: invalid TOML: {error}. Fix the syntax at that line."
         ) from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise PresetError(f"{source}: invalid TOML: nested too deeply") from None
     for override in overrides:
         _apply_override(raw, override, source)
     raw.setdefault("name", _safe_name(default_name))
@@ -363,6 +366,8 @@ def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
         value = tomllib.loads(f"v = {value_text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = value_text.strip()
+    except RecursionError:
+        raise PresetError(f"--set {key}: the value is nested too deeply") from None
     node = raw
     for part in keys[:-1]:
         child = node.setdefault(part.strip(), {})
