@@ -636,8 +636,9 @@ def _lowest_leaving(
             points.append(EtaPoint(gamma, math.nan, math.nan, at_edge=True, ok=False))
             continue
         h = int(leaving[0])
-        bracketed = h > 0 and bool(cell_data[g, h - 1])
-        half = 0.5 * (log10_etas[h] - log10_etas[h - 1]) if bracketed else 0.0
+        below = np.flatnonzero(cell_data[g, :h])  # the nearest smaller η THIS γ has data for
+        bracketed = below.size > 0
+        half = 0.5 * (log10_etas[h] - log10_etas[int(below[-1])]) if bracketed else 0.0
         points.append(EtaPoint(gamma, float(etas[h]), float(half), not bracketed, True))
     return points
 

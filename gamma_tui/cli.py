@@ -45,6 +45,20 @@ CacheOption = Annotated[
     typer.Option("--cache", help="Cache directory (default: $GAMMA_TUI_CACHE or ./runs)."),
 ]
 SweepArgument = Annotated[str, typer.Argument(help="A sweep name from `ls`, or a preset path.")]
+StepOption = Annotated[
+    float | None,
+    typer.Option("--step", min=1, help="Choose η* by the loss at this step (default: the last)."),
+]
+WindowOption = Annotated[
+    float | None,
+    typer.Option(
+        "--window",
+        min=0.0,
+        max=1.0,
+        help="Average the loss over steps [step·(1-window), step]; 1 averages the whole run. "
+        "Default: the preset's analysis.window (0.05).",
+    ),
+]
 
 
 @contextmanager
@@ -354,13 +368,15 @@ def fit(
     sweep: SweepArgument,
     cache: CacheOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    step: StepOption = None,
+    window: WindowOption = None,
 ) -> None:
     """Fit η*(γ) and η_div(γ): per-γ tables and log-log slopes in the lazy and rich regimes."""
     from gamma_tui.report import fit_summary, fit_text
 
     with user_errors():
         store = open_cache(cache)
-        summary = fit_summary(store, _resolve(store, sweep))
+        summary = fit_summary(store, _resolve(store, sweep), step=step, window=window)
         out.print(json.dumps(summary, indent=1) if as_json else fit_text(summary))
 
 
@@ -369,6 +385,8 @@ def report(
     sweep: SweepArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
     cache: CacheOption = None,
+    step: StepOption = None,
+    window: WindowOption = None,
 ) -> None:
     """Write the paper's figures (PNG and SVG) and a markdown summary of SWEEP to a directory."""
     with user_errors():
@@ -379,7 +397,7 @@ def report(
                 f"`report` needs matplotlib ({error}); install it with: pip install -e '.[report]'"
             ) from None
         store = open_cache(cache)
-        written = write_report(store, _resolve(store, sweep), output)
+        written = write_report(store, _resolve(store, sweep), output, step=step, window=window)
     for path in written:
         err.print(f"wrote {path}")
 

@@ -151,6 +151,12 @@ class CutoffConfig(Strict):
     decades: float | None = Field(None, gt=0)
 
 
+class AnalysisConfig(Strict):
+    """How `fit`, `report` and the app rank η: the loss averaged over [T·(1-window), T]."""
+
+    window: float = Field(0.05, gt=0, le=1)
+
+
 class Preset(Strict):
     """A whole sweep: network, data, training, the γ and η grids, seeds and the cut-off."""
 
@@ -163,6 +169,7 @@ class Preset(Strict):
     eta: EtaRange
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
     cutoff: CutoffConfig = CutoffConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @field_validator("seeds", mode="before")
     @classmethod
