@@ -1,0 +1,118 @@
+"""Messages that carry data from background threads to the app and its screens.
+
+Each "latest state" message replaces an older one of its kind still in the queue
+(Message.can_replace), so a slow screen only ever handles the newest snapshot.
+"""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from gamma_tui.cache import RunInfo
+from gamma_tui.ui.data import Catalog, CollapseResult, Frame, SweepSnapshot
+
+
+class CatalogUpdated(Message):
+    """The list of sweeps and their counts changed."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        super().__init__()
+        self.catalog = catalog
+        """The new catalog."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return isinstance(message, CatalogUpdated)
+
+
+class SnapshotUpdated(Message):
+    """A new snapshot of the sweep on display."""
+
+    def __init__(self, snapshot: SweepSnapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        """The new snapshot."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return isinstance(message, SnapshotUpdated) and message.snapshot.name == self.snapshot.name
+
+
+class FrameReady(Message):
+    """The analysis frame at a step the dashboard asked for."""
+
+    def __init__(self, frame: Frame) -> None:
+        super().__init__()
+        self.frame = frame
+        """The frame."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return (isinstance(message, FrameReady) and message.frame.step == self.frame.step
+                and message.frame.sweep == self.frame.sweep
+                and message.frame.version <= self.frame.version)
+
+
+class CollapseReady(Message):
+    """The collapse view's curves and fit for the current settings."""
+
+    def __init__(self, result: CollapseResult) -> None:
+        super().__init__()
+        self.result = result
+        """The collapse data."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return isinstance(message, CollapseReady)
+
+
+class EstimateReady(Message):
+    """The launcher's grid size, cached runs and work estimate for the edited preset."""
+
+    def __init__(self, key: str, text: str) -> None:
+        super().__init__()
+        self.key = key
+        """The preset text the estimate is for (stale estimates are dropped)."""
+        self.text = text
+        """The estimate, one rich-markup line."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return isinstance(message, EstimateReady)
+
+
+class CacheEvent(Message):
+    """Something a user should hear about: a sweep finished, a run failed, the cache broke."""
+
+    def __init__(self, text: str, severity: str = "information", title: str = "") -> None:
+        super().__init__()
+        self.text = text
+        """What happened, and what to do if anything."""
+        self.severity = severity
+        """information, warning or error."""
+        self.title = title
+        """A short title for the notification."""
+
+
+class SweepGone(Message):
+    """The sweep on display no longer exists (deleted, or a fresh cache)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        """The missing sweep."""
+
+
+class RunsLoaded(Message):
+    """The runs of one sweep, for the run browser."""
+
+    def __init__(self, sweep: str, runs: list[RunInfo]) -> None:
+        super().__init__()
+        self.sweep = sweep
+        """The sweep."""
+        self.runs = runs
+        """Its runs, ordered by γ, η, seed."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer message of the same kind replaces this one in the queue."""
+        return isinstance(message, RunsLoaded)

@@ -1,0 +1,437 @@
+"""Drawing the two dense views into a CharCanvas: the γ–η heatmap and families of loss curves.
+
+Pure functions of frozen models and a size, so widgets redraw only when one of them changes
+and benchmarks can time a redraw without a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gamma_tui.analysis import EtaPoint
+from gamma_tui.ui.canvas import (
+    RGB,
+    CharCanvas,
+    blend,
+    decade_label,
+    luminance,
+    nice_linear_ticks,
+    nice_log_ticks,
+    polyline_dots,
+    rgb_of,
+    short_number,
+    viridis,
+)
+from gamma_tui.ui.data import STATE_CODES, HeatLayout
+
+GUTTER = 6
+"""Columns left of a plot for the y tick labels."""
+
+MAX_CELL_LINES = 3
+"""A heatmap row is at most this many lines tall."""
+
+# Colors of cell states that have no loss to show, and of the guide lines.
+QUEUED_BG: RGB = (58, 58, 64)
+RUNNING_BG: RGB = (88, 88, 100)
+DIVERGED_BG: RGB = (110, 16, 16)
+DIVERGED_FG: RGB = (255, 96, 96)
+FAILED_BG: RGB = (150, 30, 150)
+SKIPPED_FG: RGB = (120, 120, 120)
+GUIDE_COLORS: tuple[RGB, RGB, RGB] = ((80, 220, 255), (255, 120, 255), (255, 210, 90))
+GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "skipped": "-"}
+"""The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
+
+# Which state a cell shows when two η of one column fall into one row (irregular grids).
+_PRECEDENCE = [STATE_CODES[s] for s in
+               ("diverged", "failed", "running", "queued", "done", "skipped", "missing")]
+
+
+@dataclass(frozen=True, eq=False)
+class HeatmapModel:
+    """Everything the heatmap draws: layout, values and states at one step, marks and cursor."""
+
+    layout: HeatLayout
+    log10_loss: np.ndarray  # (G, H)
+    state: np.ndarray  # (G, H) str
+    eta_star: tuple[EtaPoint, ...]
+    loss_range: tuple[float, float]
+    cursor: tuple[int, int]  # (γ index, layout row)
+    guides: bool
+    depth: int
+    foreground: RGB
+    background: RGB
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """One curve: x in plot units, y as log10 loss, an optional (low, high) band."""
+
+    x: np.ndarray
+    y: np.ndarray
+    color: RGB
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PlotModel:
+    """A family of curves on shared axes; the last series is drawn on top."""
+
+    series: tuple[Series, ...]
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+    log_x: bool  # x values are log10 (ticks read 10^k) or linear
+    marker_x: float | None
+    foreground: RGB
+    background: RGB
+    empty_text: str = "no data yet"
+
+
+@dataclass(frozen=True)
+class HeatGeometry:
+    """Where the heatmap's cells land on screen for a given size.
+
+    Rows share the available lines as evenly as whole lines allow (some may be one line
+    taller), so the grid fills the panel. When there are more η rows than lines, the grid
+    shows a window of rows that follows the cursor, so every cell stays legible.
+    """
+
+    rows: int  # layout rows in all
+    first: int  # lowest visible row
+    visible: int  # rows on screen
+    cell_width: int
+    top: int  # screen line of the grid's top edge
+    height: int  # lines the grid spans
+
+    def shown(self, row: int) -> bool:
+        """Whether a layout row is inside the window."""
+        return self.first <= row < self.first + self.visible
+
+    def line_span(self, row: int) -> tuple[int, int]:
+        """[first, last) screen lines of a visible row (row 0 is at the bottom)."""
+        index = self.first + self.visible - 1 - row
+        start = self.top + index * self.height // self.visible
+        return start, self.top + (index + 1) * self.height // self.visible
+
+    def centre_line(self, row: int) -> int:
+        """The line of a row where its glyph goes."""
+        start, end = self.line_span(row)
+        return start + max(0, end - start - 1) // 2
+
+    def dot_y(self, row: np.ndarray | float) -> np.ndarray:
+        """Braille dot rows (from the grid top) of fractional row positions."""
+        return np.asarray((self.first + self.visible - 0.5 - np.asarray(row)) * self.height
+                          / self.visible * 4)
+
+
+def heat_geometry(layout: HeatLayout, width: int, height: int, cursor_row: int) -> HeatGeometry:
+    """Cell sizes that fit the layout into width x height, and the window of visible rows."""
+    columns = max(1, layout.gammas.size)
+    area_height = max(1, height - 2)
+    rows = max(1, layout.rows)
+    visible = min(rows, area_height)
+    first = min(max(cursor_row - visible // 2, 0), rows - visible)
+    cell_width = max(1, min(12, (width - GUTTER) // columns))
+    span = min(area_height, visible * MAX_CELL_LINES)
+    return HeatGeometry(rows, first, visible, cell_width, area_height - span, span)
+
+
+def cell_table(model: HeatmapModel) -> tuple[np.ndarray, np.ndarray]:
+    """(G, rows) log10 loss and state code per heatmap cell (state code 0: no cell).
+
+    Two η of one column in one row (irregular grids) show the more alarming state, then the
+    lower loss.
+    """
+    layout = model.layout
+    columns, rows = layout.gammas.size, max(1, layout.rows)
+    value = np.full((columns, rows), np.nan)
+    code = np.zeros((columns, rows), dtype=int)
+    rank = {c: i for i, c in enumerate(_PRECEDENCE)}
+    taken = np.zeros((columns, rows), dtype=bool)
+    for g in range(columns):
+        for h in np.flatnonzero(layout.present[g]):
+            row = int(layout.row_of_eta[h])
+            state = STATE_CODES.get(str(model.state[g, h]), 0)
+            loss = float(model.log10_loss[g, h])
+            better = not taken[g, row] or rank[state] < rank[code[g, row]] or (
+                state == code[g, row] and np.nan_to_num(loss, nan=np.inf)
+                < np.nan_to_num(value[g, row], nan=np.inf))
+            if better:
+                taken[g, row], code[g, row], value[g, row] = True, state, loss
+    return value, code
+
+
+def draw_heatmap(model: HeatmapModel | None, width: int, height: int) -> CharCanvas:
+    """The phase portrait: log γ across, log η up, cells colored by log10 loss, states marked."""
+    canvas = CharCanvas(width, height)
+    if model is None:
+        return canvas
+    if model.layout.gammas.size == 0 or model.layout.rows == 0:
+        canvas.text(height // 2, 2, "no runs in this sweep yet", fg=model.foreground)
+        return canvas
+    geometry = heat_geometry(model.layout, width, height, model.cursor[1])
+    value, code = cell_table(model)
+    _paint_cells(canvas, model, geometry, value, code)
+    _mark_eta_star(canvas, model, geometry)
+    if model.guides:
+        _draw_guides(canvas, model, geometry)
+    _mark_cursor(canvas, model, geometry)
+    _heat_axes(canvas, model, geometry)
+    return canvas
+
+
+def _paint_cells(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry,
+                 value: np.ndarray, code: np.ndarray) -> None:
+    """Background color and state glyph of every visible cell."""
+    low, high = model.loss_range
+    colors = viridis((value - low) / max(high - low, 1e-9))
+    reverse = {v: k for k, v in STATE_CODES.items()}
+    for g in range(code.shape[0]):
+        x = GUTTER + g * geometry.cell_width
+        for row in range(geometry.first, geometry.first + geometry.visible):
+            state = reverse[int(code[g, row])]
+            if state == "missing":
+                continue
+            finite = math.isfinite(value[g, row])
+            bg = _cell_background(state, finite, rgb_of(colors[g, row]))
+            first, last = geometry.line_span(row)
+            fill = " " * geometry.cell_width
+            for line in range(first, last):
+                canvas.text(line, x, fill, bg=bg)
+            glyph = GLYPHS.get(state)
+            if state == "running" and not finite:
+                glyph = "…"
+            if glyph:
+                fg = DIVERGED_FG if state == "diverged" else _contrast(bg)
+                cx, cy = x + (geometry.cell_width - 1) // 2, geometry.centre_line(row)
+                canvas.text(cy, cx, glyph, fg=fg, bg=bg, bold=state in ("diverged", "failed"))
+
+
+def _cell_background(state: str, finite: bool, color: RGB) -> RGB | None:
+    """A cell's background: its loss color, or the color of a state without a loss."""
+    if state in ("done", "running") and finite:
+        return color
+    return {"queued": QUEUED_BG, "running": RUNNING_BG, "diverged": DIVERGED_BG,
+            "failed": FAILED_BG, "done": RUNNING_BG}.get(state)
+
+
+def _contrast(background: RGB | None) -> RGB:
+    """Black or white, whichever reads better on the background."""
+    if background is None:
+        return (230, 230, 230)
+    return (0, 0, 0) if luminance(background) > 0.55 else (245, 245, 245)
+
+
+def _mark_eta_star(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
+    """A bold '*' in the cell of each γ column that holds η*(γ)."""
+    for g, point in enumerate(model.eta_star):
+        if not point.ok or g >= model.layout.gammas.size:
+            continue
+        row = int(round(model.layout.row_at(math.log10(point.eta))))
+        if not geometry.shown(row):
+            continue
+        x = GUTTER + g * geometry.cell_width + (geometry.cell_width - 1) // 2
+        y = geometry.centre_line(row)
+        if canvas.chars[y, x] in (GLYPHS["diverged"], GLYPHS["failed"]):
+            continue  # a diverged or failed cell keeps its mark
+        bg = rgb_of(canvas.bg[y, x]) if canvas.has_bg[y, x] else None
+        canvas.text(y, x, "*", fg=_contrast(bg), bg=bg, bold=True)
+
+
+def _mark_cursor(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
+    """Brackets around the cursor cell (or a reversed cell when cells are narrow)."""
+    g, row = model.cursor
+    if not (0 <= g < model.layout.gammas.size) or not geometry.shown(row):
+        return
+    x = GUTTER + g * geometry.cell_width
+    y = geometry.centre_line(row)
+    if geometry.cell_width >= 3:
+        for column, bracket in ((x, "["), (x + geometry.cell_width - 1, "]")):
+            bg = rgb_of(canvas.bg[y, column]) if canvas.has_bg[y, column] else None
+            canvas.text(y, column, bracket, fg=_contrast(bg), bg=bg, bold=True)
+    else:
+        canvas.text(y, x, canvas.chars[y, x] if canvas.chars[y, x] != " " else "□",
+                    fg=model.background, bg=model.foreground, bold=True)
+
+
+def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
+    """Lines η ∝ γ², η ∝ γ^(2/L), η ∝ γ through the η* nearest γ = 1, in braille dots."""
+    layout = model.layout
+    log10_gammas = np.log10(layout.gammas)
+    anchors = [(math.log10(p.gamma), math.log10(p.eta)) for p in model.eta_star if p.ok]
+    if anchors:
+        gamma0, eta0 = min(anchors, key=lambda a: abs(a[0]))
+    else:
+        gamma0 = float(np.median(log10_gammas))
+        eta0 = layout.row_center((layout.rows - 1) / 2)
+    width = layout.gammas.size * geometry.cell_width
+    height = geometry.height
+    dots = np.zeros((height * 4, width * 2), dtype=bool)
+    colors = np.full((height, width), -1, dtype=int)
+    dot_x = np.arange(width * 2, dtype=np.float64)
+    # Column centres sit at (g + 0.5) cells; γ between columns is interpolated in log10.
+    centres = (np.arange(layout.gammas.size) + 0.5) * geometry.cell_width * 2
+    if layout.gammas.size > 1:
+        slope = (log10_gammas[-1] - log10_gammas[0]) / (centres[-1] - centres[0])
+        log10_gamma = np.interp(dot_x, centres, log10_gammas, left=np.nan, right=np.nan)
+        log10_gamma = np.where(np.isnan(log10_gamma),
+                               log10_gammas[0] + (dot_x - centres[0]) * slope, log10_gamma)
+    else:
+        log10_gamma = np.full(dot_x.size, log10_gammas[0])
+    for index, exponent in enumerate((2.0, 2.0 / max(model.depth, 1), 1.0)):
+        log10_eta = eta0 + exponent * (log10_gamma - gamma0)
+        rows, columns = polyline_dots(dots.shape, dot_x,
+                                      geometry.dot_y(layout.row_at(log10_eta)))
+        dots[rows, columns] = True
+        colors[rows // 4, columns // 2] = index
+    palette = np.array(GUIDE_COLORS, dtype=np.uint8)
+    canvas.braille(dots, colors, palette, top=geometry.top, left=GUTTER)
+
+
+def _heat_axes(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
+    """η decade labels on the left, γ labels below, cursor markers on both axes."""
+    layout, fg = model.layout, model.foreground
+    dim = blend(fg, model.background, 0.6)
+    used: set[int] = set()
+    low = layout.row_center(geometry.first - 0.5)
+    high = layout.row_center(geometry.first + geometry.visible - 0.5)
+    for decade in range(math.ceil(low), math.floor(high) + 1):
+        row = int(round(layout.row_at(decade)))
+        if not geometry.shown(row):
+            continue
+        y = geometry.centre_line(row)
+        if y in used or y - 1 in used or y + 1 in used:
+            continue
+        used.add(y)
+        label = decade_label(decade)
+        canvas.text(y, GUTTER - 1 - len(label), label, fg=dim)
+    cursor_g, cursor_row = model.cursor
+    if geometry.shown(cursor_row):
+        canvas.text(geometry.centre_line(cursor_row), GUTTER - 1, "▸", fg=fg, bold=True)
+    if geometry.first + geometry.visible < geometry.rows:
+        canvas.text(geometry.top, 0, "↑more", fg=fg)
+    if geometry.first > 0:
+        canvas.text(geometry.top + geometry.height - 1, 0, "↓more", fg=fg)
+    axis_y = geometry.top + geometry.height
+    span = layout.gammas.size * geometry.cell_width
+    canvas.text(axis_y, GUTTER - 1, "└" + "─" * span, fg=dim)
+    if 0 <= cursor_g < layout.gammas.size:
+        centre = GUTTER + cursor_g * geometry.cell_width + (geometry.cell_width - 1) // 2
+        canvas.text(axis_y, centre, "▲", fg=fg, bold=True)
+    _gamma_labels(canvas, layout, geometry, axis_y + 1, dim)
+    if geometry.top > 0 or canvas.chars[0, 0] == " ":
+        canvas.text(0, 0, "η", fg=fg, bold=True)
+    canvas.text(axis_y + 1, 0, "γ", fg=fg, bold=True)
+
+
+def _gamma_labels(canvas: CharCanvas, layout: HeatLayout, geometry: HeatGeometry, y: int,
+                  color: RGB) -> None:
+    """γ under each column when it fits, else under the columns at whole decades."""
+    labels = [short_number(float(g)) for g in layout.gammas]
+    fits = all(len(label) < geometry.cell_width for label in labels)
+    next_free = GUTTER
+    for g, label in enumerate(labels):
+        if not fits:
+            log10_gamma = math.log10(layout.gammas[g])
+            if abs(log10_gamma - round(log10_gamma)) > 1e-6:
+                continue
+            label = decade_label(log10_gamma)
+        centre = GUTTER + g * geometry.cell_width + geometry.cell_width // 2
+        start = max(centre - len(label) // 2, next_free)
+        if start + len(label) > canvas.width:
+            break
+        canvas.text(y, start, label, fg=color)
+        next_free = start + len(label) + 1
+
+
+def draw_curves(model: PlotModel | None, width: int, height: int) -> CharCanvas:
+    """Curves with seed bands (cell backgrounds) and braille lines, log10 loss up."""
+    canvas = CharCanvas(width, height)
+    plot_width, plot_height = width - GUTTER, height - 2
+    if model is None or plot_width < 4 or plot_height < 2:
+        return canvas
+    dim = blend(model.foreground, model.background, 0.6)
+    if not model.series:
+        canvas.text(plot_height // 2, GUTTER + 2, model.empty_text, fg=dim)
+        _curve_axes(canvas, model, plot_width, plot_height, dim)
+        return canvas
+    (x0, x1), (y0, y1) = model.x_range, model.y_range
+
+    def to_dots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Plot coordinates to braille dot coordinates (far-off points become NaN)."""
+        with np.errstate(invalid="ignore"):
+            dx = (x - x0) / (x1 - x0) * (plot_width * 2 - 1)
+            dy = (y1 - y) / (y1 - y0) * (plot_height * 4 - 1)
+            dy = np.where((dy < -4) | (dy > plot_height * 4 + 3), np.nan, dy)
+        return dx, dy
+
+    for series in model.series:
+        if series.low is not None and series.high is not None:
+            _band(canvas, series, to_dots, plot_width, plot_height, model.background)
+    dots = np.zeros((plot_height * 4, plot_width * 2), dtype=bool)
+    colors = np.zeros((plot_height, plot_width), dtype=int)
+    for index, series in enumerate(model.series):
+        rows, columns = polyline_dots(dots.shape, *to_dots(series.x, series.y))
+        dots[rows, columns] = True
+        colors[rows // 4, columns // 2] = index
+    palette = np.array([s.color for s in model.series], dtype=np.uint8)
+    canvas.braille(dots, colors, palette, top=0, left=GUTTER)
+    if model.marker_x is not None and x0 <= model.marker_x <= x1:
+        column = GUTTER + int(round((model.marker_x - x0) / (x1 - x0) * (plot_width - 1)))
+        for y in range(plot_height):
+            if canvas.chars[y, column] == " ":
+                canvas.text(y, column, "┊", fg=dim)
+    _curve_axes(canvas, model, plot_width, plot_height, dim)
+    return canvas
+
+
+def _band(canvas: CharCanvas, series: Series, to_dots: object, plot_width: int,
+          plot_height: int, background: RGB) -> None:
+    """Shade the cells between a series' low and high curves (the seed band)."""
+    assert series.low is not None and series.high is not None
+    _, top = to_dots(series.x, series.high)  # type: ignore[operator]
+    columns, bottom = to_dots(series.x, series.low)  # type: ignore[operator]
+    keep = np.isfinite(columns) & np.isfinite(top) & np.isfinite(bottom)
+    if not keep.any():
+        return
+    cells = (columns[keep] // 2).astype(int)
+    lows, highs = (top[keep] // 4).astype(int), (bottom[keep] // 4).astype(int)
+    shade = blend(series.color, background, 0.28)
+    for column in np.unique(cells):
+        pick = cells == column
+        first = max(0, int(lows[pick].min()))
+        last = min(plot_height - 1, int(highs[pick].max()))
+        if last - first < 1 or not 0 <= column < plot_width:
+            continue  # a band thinner than a cell would only blur the line
+        canvas.bg[first : last + 1, GUTTER + column] = shade
+        canvas.has_bg[first : last + 1, GUTTER + column] = True
+
+
+def _curve_axes(canvas: CharCanvas, model: PlotModel, plot_width: int, plot_height: int,
+                dim: RGB) -> None:
+    """y ticks (decades of loss) at the left, x ticks below, an L-shaped axis."""
+    (x0, x1), (y0, y1) = model.x_range, model.y_range
+    for tick in nice_log_ticks(y0, y1, max(2, plot_height // 3)):
+        y = int(round((y1 - tick) / (y1 - y0) * (plot_height - 1)))
+        label = decade_label(tick)
+        canvas.text(y, GUTTER - 1 - len(label), label, fg=dim)
+        canvas.text(y, GUTTER - 1, "┤", fg=dim)
+    for y in range(plot_height):
+        if canvas.chars[y, GUTTER - 1] == " ":
+            canvas.text(y, GUTTER - 1, "│", fg=dim)
+    canvas.text(plot_height, GUTTER - 1, "└" + "─" * plot_width, fg=dim)
+    slots = max(2, plot_width // 8)
+    ticks = nice_log_ticks(x0, x1, slots) if model.log_x else nice_linear_ticks(x0, x1, slots)
+    next_free = GUTTER
+    for tick in ticks:
+        column = GUTTER + int(round((tick - x0) / (x1 - x0) * (plot_width - 1)))
+        label = decade_label(tick) if model.log_x else short_number(tick)
+        start = min(max(column - len(label) // 2, next_free), canvas.width - len(label))
+        if start < next_free:
+            break
+        canvas.text(plot_height, column, "┬", fg=dim)
+        canvas.text(plot_height + 1, start, label, fg=dim)
+        next_free = start + len(label) + 1

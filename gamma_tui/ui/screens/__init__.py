@@ -1,0 +1,1 @@
+"""The app's screens: launcher, dashboard, collapse view, run browser and dialogs."""

@@ -1,0 +1,458 @@
+"""The live dashboard of one sweep: phase portrait, loss curves, cell details and progress."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from gamma_tui.ui.canvas import ramp, short_number
+from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
+from gamma_tui.ui.messages import FrameReady
+from gamma_tui.ui.plots import HeatmapModel, PlotModel, Series
+from gamma_tui.ui.text import (
+    details_text,
+    family_legend,
+    heat_legend,
+    progress_text,
+    slider_text,
+    step_label,
+)
+from gamma_tui.ui.widgets import CurvePlot, HeatmapView, show_text
+
+if TYPE_CHECKING:
+    from gamma_tui.ui.app import GammaApp
+
+PREFETCH_DELAY_SECONDS = 0.04
+"""Prefetching neighbouring frames starts after this pause in the keys."""
+
+FRAME_CACHE = 64
+"""Analysis frames kept (newest per step), so stepping back and forth repaints at once."""
+
+
+class DashboardScreen(Screen[None]):
+    """Heatmap of log10 loss over (γ, η) at step t, curves of the cursor's column or row."""
+
+    BINDINGS = [
+        Binding("left,h", "move(-1, 0)", "γ−", show=False),
+        Binding("right,l", "move(1, 0)", "γ+", show=False),
+        Binding("up,k", "move(0, 1)", "η+", show=False),
+        Binding("down,j", "move(0, -1)", "η−", show=False),
+        Binding("left_square_bracket,less_than_sign", "step(-1)", "t−"),
+        Binding("right_square_bracket,greater_than_sign", "step(1)", "t+"),
+        Binding("home", "step_to(0)", "first t", show=False),
+        Binding("end", "step_to(-1)", "latest t", show=False),
+        Binding("v", "toggle_family", "γ col/η row"),
+        Binding("g", "toggle_guides", "guides"),
+        Binding("s", "toggle_smooth", "smooth"),
+        Binding("e", "export", "export CSV"),
+        Binding("x", "stop", "stop sweep"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="dashboard")
+        self.snapshot: SweepSnapshot | None = None
+        """The sweep on display."""
+        self.frame: Frame | None = None
+        """The analysis at the slider's step (may lag the slider by one computation)."""
+        self.step_index = -1
+        """Slider position in snapshot.slider; -1 is 'latest'."""
+        self.cursor = (0, 0)
+        """(γ index, layout row) of the cell cursor."""
+        self.by_row = False
+        """Curves of the cursor's η row (colored by γ) instead of its γ column (by η)."""
+        self.guides = False
+        """Draw the guide lines η ∝ γ², γ^(2/L), γ."""
+        self.smooth = True
+        """Draw curves smoothed over ±0.03 decades of t (display only)."""
+        self._frames: dict[float | None, Frame] = {}
+        self._direction = -1
+        self._cursor_moved = False
+        self._prefetch_timer: Timer | None = None
+        self._composed = False
+
+    @property
+    def gamma_app(self) -> GammaApp:
+        """The app, typed."""
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        """The screen's widgets."""
+        with Horizontal(id="dash-top"):
+            with Vertical(id="heat-panel", classes="panel"):
+                yield HeatmapView(id="heatmap")
+                yield Static(id="heat-legend")
+                yield Static(id="slider")
+            with Vertical(id="curve-panel", classes="panel"):
+                yield CurvePlot(id="curves")
+                yield Static(id="curve-legend")
+        with Horizontal(id="dash-bottom"):
+            yield Static(id="details", classes="panel")
+            yield Static(id="progress", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Set up once the widgets exist."""
+        self._composed = True
+        self.query_one("#heat-panel").border_title = "phase portrait"
+        self.query_one("#curve-panel").border_title = "loss curves"
+        self.query_one("#details").border_title = "cell"
+        self.query_one("#progress").border_title = "progress"
+        self._empty()
+
+    def on_screen_resume(self) -> None:
+        """Catch up with data that arrived while another screen was shown."""
+        snapshot = self.gamma_app.snapshot
+        if snapshot is not None and snapshot is not self.snapshot:
+            self.apply_snapshot(snapshot)
+        elif snapshot is None:
+            self._empty()
+
+    def clear(self) -> None:
+        """Forget the sweep on display (it left the cache)."""
+        self.snapshot = self.frame = None
+        self._frames.clear()
+        if not self._composed:
+            return
+        self.query_one(HeatmapView).show(None)
+        self.query_one(CurvePlot).show(None)
+        for name in ("#heat-legend", "#slider", "#curve-legend", "#progress"):
+            show_text(self.query_one(name, Static), Text(""))
+        self._empty()
+
+    def _empty(self) -> None:
+        """What the dashboard says before any sweep exists."""
+        if self.snapshot is not None:
+            return
+        self.query_one("#heat-panel").border_title = "phase portrait"
+        message = ("no sweep yet: start one from the launcher (1) or open one in the run "
+                   "browser (4)")
+        if self.gamma_app.current_sweep:
+            message = f"loading {self.gamma_app.current_sweep}…"
+        show_text(self.query_one("#details", Static), Text(message))
+
+    # ---- data in -------------------------------------------------------------------------
+
+    def apply_snapshot(self, snapshot: SweepSnapshot) -> None:
+        """Show a new snapshot; cursor and slider stay put while the sweep is the same."""
+        if not self._composed:
+            return  # not shown yet: on_screen_resume takes the app's latest snapshot
+        same = self.snapshot is not None and self.snapshot.name == snapshot.name
+        self.snapshot = snapshot
+        if not same:
+            self._frames.clear()
+            self.step_index = len(snapshot.slider) - 1
+            self.cursor = self._initial_cursor(snapshot)
+            self._cursor_moved = False
+        elif not self._cursor_moved:
+            self.cursor = self._initial_cursor(snapshot)  # follow η* until the user moves
+            self.step_index = min(self.step_index, len(snapshot.slider) - 1)
+        else:
+            self.step_index = min(self.step_index, len(snapshot.slider) - 1)
+        self._frames[snapshot.frame.step] = snapshot.frame
+        self._clamp_cursor()
+        self._use_frame_for_slider()
+        _set_border(self.query_one("#heat-panel"), title=f"{snapshot.name} · phase portrait")
+
+    def _initial_cursor(self, snapshot: SweepSnapshot) -> tuple[int, int]:
+        """Start on η* of the middle γ column (or its middle cell)."""
+        layout = snapshot.layout
+        if layout.gammas.size == 0:
+            return (0, 0)
+        g = layout.gammas.size // 2
+        rows = layout.rows_of(g)
+        point = snapshot.frame.eta_star[g] if g < len(snapshot.frame.eta_star) else None
+        if point is not None and point.ok and rows:
+            target = layout.row_at(math.log10(point.eta))
+            return (g, min(rows, key=lambda r: abs(r - target)))
+        return (g, rows[len(rows) // 2] if rows else 0)
+
+    def _clamp_cursor(self) -> None:
+        """Keep the cursor on an existing cell after the layout changed."""
+        assert self.snapshot is not None
+        layout = self.snapshot.layout
+        g = min(max(self.cursor[0], 0), max(layout.gammas.size - 1, 0))
+        rows = layout.rows_of(g) if layout.gammas.size else []
+        row = min(rows, key=lambda r: abs(r - self.cursor[1])) if rows else 0
+        self.cursor = (g, row)
+
+    def _wanted_step(self) -> float | None:
+        """The step the slider points at."""
+        assert self.snapshot is not None
+        return self.snapshot.slider[self.step_index]
+
+    def _cached(self, step: float | None) -> Frame | None:
+        """The newest frame at `step` that fits the current layout (maybe one snapshot old)."""
+        assert self.snapshot is not None
+        frame = self._frames.get(step)
+        layout = self.snapshot.layout
+        if frame is None or frame.grid.gammas.shape != layout.gammas.shape \
+                or frame.grid.etas.shape != layout.etas.shape \
+                or not np.allclose(frame.grid.etas, layout.etas):
+            return None
+        return frame
+
+    def _use_frame_for_slider(self) -> None:
+        """Show the frame for the slider's step at once if one is cached (refreshing it off
+        the UI thread when it is a snapshot old), else compute it off the UI thread."""
+        assert self.snapshot is not None
+        step = self._wanted_step()
+        cached = self._cached(step)
+        if cached is not None:
+            self.frame = cached
+            self.redraw()
+            if cached.version == self.snapshot.version:
+                self._prefetch_neighbours()
+            else:
+                self._compute_frame(self.snapshot, step)
+        else:
+            self.redraw(slider_only=True)
+            self._compute_frame(self.snapshot, step)
+        self.gamma_app.focus_sweep(self.snapshot.name, step)
+
+    @work(thread=True, exclusive=True, group="frame")
+    def _compute_frame(self, snapshot: SweepSnapshot, step: float | None) -> None:
+        """Analysis at another step, posted back as a FrameReady message."""
+        frame = compute_frame(snapshot.name, snapshot.version, snapshot.curves, step)
+        self.post_message(FrameReady(frame))
+
+    def on_frame_ready(self, message: FrameReady) -> None:
+        """Cache a computed frame; show it if the slider still points at its step."""
+        frame = message.frame
+        if self.snapshot is None or frame.sweep != self.snapshot.name:
+            return
+        known = self._frames.get(frame.step)
+        if known is not None and known.version > frame.version:
+            return
+        if len(self._frames) > FRAME_CACHE:
+            self._frames.clear()
+        self._frames[frame.step] = frame
+        if frame.step == self._wanted_step() and self._cached(frame.step) is frame:
+            self.frame = frame
+            self.redraw()
+            self._prefetch_neighbours()
+
+    def _prefetch_neighbours(self) -> None:
+        """Soon, compute the frames next along the slider (the way it last moved first), so
+        the next step key repaints at once; waits for a pause in the keys so the work does
+        not compete with the repaint of the key just pressed."""
+        if self._prefetch_timer is not None:
+            self._prefetch_timer.stop()
+        self._prefetch_timer = self.set_timer(PREFETCH_DELAY_SECONDS, self._start_prefetch)
+
+    def _start_prefetch(self) -> None:
+        """Start the prefetch worker for the frames around the slider."""
+        self._prefetch_timer = None
+        if self.snapshot is None:
+            return
+        ahead = self._direction
+        order = (self.step_index + ahead, self.step_index + 2 * ahead, self.step_index - ahead)
+        steps = [self.snapshot.slider[i] for i in order if 0 <= i < len(self.snapshot.slider)]
+        version = self.snapshot.version
+        missing = [s for s in steps
+                   if s not in self._frames or self._frames[s].version != version]
+        if missing:
+            self._prefetch(self.snapshot, missing)
+
+    @work(thread=True, exclusive=True, group="prefetch")
+    def _prefetch(self, snapshot: SweepSnapshot, steps: list[float | None]) -> None:
+        """Frames for nearby steps, posted like any other (cached on arrival)."""
+        for step in steps:
+            if get_current_worker().is_cancelled:
+                return
+            self.post_message(FrameReady(compute_frame(snapshot.name, snapshot.version,
+                                                       snapshot.curves, step)))
+
+    # ---- drawing -------------------------------------------------------------------------
+
+    def redraw(self, slider_only: bool = False) -> None:
+        """Push the current state into the widgets (each redraws only if its model changed)."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        slider = self.query_one("#slider", Static)
+        show_text(slider, slider_text(snapshot.slider, self.step_index, slider.size.width or 40))
+        if slider_only or self.frame is None:
+            return
+        frame = self.frame
+        heatmap = self.query_one(HeatmapView)
+        foreground, background = heatmap.rgb_colors()
+        heatmap.show(HeatmapModel(
+            snapshot.layout, frame.log10_loss, frame.grid.state, frame.eta_star,
+            snapshot.loss_range, self.cursor, self.guides, snapshot.depth, foreground,
+            background))
+        _set_border(self.query_one("#curve-panel"),
+                    subtitle="smoothed ±0.03 dec (s)" if self.smooth else "raw (s)")
+        show_text(self.query_one("#heat-legend", Static),
+                  heat_legend(snapshot.loss_range, self.guides, snapshot.depth,
+                              snapshot.relative_eta))
+        _set_border(self.query_one("#heat-panel"), subtitle=step_label(frame.step))
+        self._draw_curves(snapshot, frame)
+        g, row = self.cursor
+        h = snapshot.layout.cell_at(g, row) if snapshot.layout.gammas.size else -1
+        show_text(self.query_one("#details", Static), details_text(snapshot, frame, g, h))
+        progress = self.query_one("#progress", Static)
+        show_text(progress, progress_text(snapshot.progress, progress.content_size.width or 40))
+
+    def _draw_curves(self, snapshot: SweepSnapshot, frame: Frame) -> None:
+        """The cursor's γ column (curves colored by η) or η row (colored by γ)."""
+        layout = snapshot.layout
+        plot = self.query_one(CurvePlot)
+        foreground, background = plot.rgb_colors()
+        g, row = self.cursor
+        if layout.gammas.size == 0:
+            plot.show(PlotModel((), (0, 1), (0, 1), True, None, foreground, background))
+            return
+        if self.by_row:
+            cells = [(gg, layout.cell_at(gg, row)) for gg in range(layout.gammas.size)]
+            cells = [(gg, h) for gg, h in cells if h >= 0]
+            labels = [short_number(float(layout.gammas[gg])) for gg, _ in cells]
+            knob, fixed = "γ", f"η ≈ {short_number(10 ** layout.row_center(row))}"
+            chosen = g
+            keys = [gg for gg, _ in cells]
+        else:
+            hs = [h for h in np.flatnonzero(layout.present[g])]
+            cells = [(g, int(h)) for h in hs]
+            labels = [short_number(float(layout.etas[h])) for _, h in cells]
+            knob, fixed = "η", f"γ = {short_number(float(layout.gammas[g]))}"
+            chosen = layout.cell_at(g, row)
+            keys = [h for _, h in cells]
+        colors = ramp(len(cells))
+        series, highlight = [], None
+        for (gg, h), color, key, label in zip(cells, colors, keys, labels, strict=True):
+            item = _cell_series(snapshot, gg, h, color, self.smooth)
+            if item is None:
+                continue
+            if key == chosen:
+                highlight = (_cell_series(snapshot, gg, h, foreground, self.smooth), label)
+            else:
+                series.append(item)
+        if highlight is not None and highlight[0] is not None:
+            series.append(highlight[0])
+        top = float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2) \
+            if snapshot.log10_t.size > 1 else 1.0
+        y_range = _y_range(series)
+        step = frame.step
+        plot.show(PlotModel(tuple(series), (0.0, top), y_range, True,
+                            math.log10(step) if step else None, foreground, background))
+        _set_border(self.query_one("#curve-panel"), title=f"loss curves · {fixed} · by {knob}")
+        legend = self.query_one("#curve-legend", Static)
+        show_text(legend, family_legend(labels, colors, knob, legend.size.width or 40,
+                                        highlight[1] if highlight else None))
+
+    # ---- actions -------------------------------------------------------------------------
+
+    def action_move(self, dx: int, dy: int) -> None:
+        """Move the cell cursor: across γ columns, or to the next cell up/down in the column."""
+        if self.snapshot is None or self.snapshot.layout.gammas.size == 0:
+            return
+        layout = self.snapshot.layout
+        self._cursor_moved = True
+        g, row = self.cursor
+        if dx:
+            g = min(max(g + dx, 0), layout.gammas.size - 1)
+            rows = layout.rows_of(g)
+            row = min(rows, key=lambda r: abs(r - row)) if rows else row
+        else:
+            rows = layout.rows_of(g)
+            moves = [r for r in rows if (r - row) * dy > 0]
+            if moves:
+                row = min(moves, key=lambda r: abs(r - row))
+        self.cursor = (g, row)
+        self.redraw()
+
+    def action_step(self, delta: int) -> None:
+        """Move the step slider."""
+        if self.snapshot is None:
+            return
+        count = len(self.snapshot.slider)
+        self._direction = 1 if delta > 0 else -1
+        self.step_index = min(max(self.step_index + delta, 0), count - 1)
+        self._use_frame_for_slider()
+
+    def action_step_to(self, index: int) -> None:
+        """Jump the slider to the first (0) or the latest (-1) position."""
+        if self.snapshot is None:
+            return
+        self.step_index = index % len(self.snapshot.slider)
+        self._use_frame_for_slider()
+
+    def action_toggle_family(self) -> None:
+        """Switch the curves between the cursor's γ column and its η row."""
+        self.by_row = not self.by_row
+        self.redraw()
+
+    def action_toggle_guides(self) -> None:
+        """Show or hide the guide lines."""
+        self.guides = not self.guides
+        self.redraw()
+
+    def action_toggle_smooth(self) -> None:
+        """Draw the curves smoothed or raw."""
+        self.smooth = not self.smooth
+        self.redraw()
+
+    def action_export(self) -> None:
+        """Export the sweep to CSV (same code path as `gamma-tui export`)."""
+        if self.snapshot is not None:
+            self.gamma_app.export_sweep(self.snapshot.name)
+
+    def action_stop(self) -> None:
+        """Stop the workers this app started for the sweep."""
+        if self.snapshot is not None:
+            self.gamma_app.stop_sweep(self.snapshot.name)
+
+
+def _set_border(widget: Widget, title: str | None = None, subtitle: str | None = None) -> None:
+    """Set a border title/subtitle only when it changes (each set repaints the panel)."""
+    if title is not None and widget.border_title != title:
+        widget.border_title = title
+    if subtitle is not None and widget.border_subtitle != subtitle:
+        widget.border_subtitle = subtitle
+
+
+def _cell_series(snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int],
+                 smooth: bool) -> Series | None:
+    """Seed-mean curve of one cell with a min..max band over seeds (None without data)."""
+    indices = snapshot.runs_in_cell(g, h)
+    if not indices:
+        return None
+    rows = snapshot.smooth_log10_loss if smooth else snapshot.log10_loss
+    values = 10.0 ** rows[indices]
+    if not np.isfinite(values).any():
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.log10(np.nanmean(values, axis=0))
+        low = np.log10(np.nanmin(values, axis=0)) if len(indices) > 1 else None
+        high = np.log10(np.nanmax(values, axis=0)) if len(indices) > 1 else None
+    return Series(snapshot.log10_t, mean, color, low, high)
+
+
+def _y_range(series: list[Series]) -> tuple[float, float]:
+    """log10 loss range: from the lowest value to the highest starting value (blow-ups cut)."""
+    lows, tops = [], []
+    for item in series:
+        finite = item.y[np.isfinite(item.y)]
+        if finite.size:
+            lows.append(float(finite.min()))
+            tops.append(float(finite[0]))  # the starting loss: blow-ups run off the top
+    if not lows:
+        return (-1.0, 0.0)
+    low, high = min(lows), max(tops)
+    if high - low < 0.2:
+        low, high = low - 0.1, high + 0.1
+    pad = (high - low) * 0.05
+    return (low - pad, high + pad)

@@ -1,0 +1,240 @@
+"""Rich Text for the small panels: cell details, sweep progress, legends and the step slider.
+
+Formatting only: every number comes from a snapshot or an analysis frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from rich.text import Text
+
+from gamma_tui.cache import FINAL_STATES
+from gamma_tui.runner import SweepProgress
+from gamma_tui.ui.canvas import RGB, short_number, viridis
+from gamma_tui.ui.data import Frame, SweepSnapshot
+from gamma_tui.ui.plots import DIVERGED_BG, DIVERGED_FG, FAILED_BG, GLYPHS, GUIDE_COLORS, QUEUED_BG
+
+TIME_LABELS = {
+    "t": "t",
+    "eta_t": "η·t",
+    "eta_t_over_gamma": "η·t/γ",
+    "t_eta_gamma_k": "t·η·γ^-k",
+    "t_over_t_half": "t/t½",
+    "t_minus_t_half": "t − t½",
+}
+"""How each analysis.TIME_VARIABLES name reads on screen."""
+
+
+def rgb(color: RGB) -> str:
+    """A rich color string."""
+    return f"rgb({color[0]},{color[1]},{color[2]})"
+
+
+def step_label(step: float | None) -> str:
+    """'t = 1,000' or 't = latest'."""
+    return "t = latest" if step is None else f"t = {int(step):,}"
+
+
+def duration(seconds: float | None) -> str:
+    """1h02m, 3m05s, 12s; '–' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def compact(value: float) -> str:
+    """1234 -> 1.2k, 2500000 -> 2.5M."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def loss_text(value: float) -> str:
+    """A loss with 3 significant digits, '–' for NaN."""
+    return f"{value:.3g}" if math.isfinite(value) else "–"
+
+
+def progress_text(progress: SweepProgress, width: int) -> Text:
+    """Runs done/total, diverged, failed, running and queued, a steps bar, steps/s and ETA."""
+    counts = progress.counts
+    text = Text()
+    text.append("runs ")
+    text.append(f"{progress.finished}/{progress.total}", style="bold")
+    text.append(" · ")
+    text.append(f"{counts.get('diverged', 0)} diverged", style=rgb(DIVERGED_FG))
+    failed = counts.get("failed", 0)
+    if failed:
+        text.append(" · ")
+        text.append(f"{failed} failed", style=f"bold {rgb(DIVERGED_FG)}")
+    text.append(f"\n{counts.get('running', 0)} running · {counts.get('queued', 0)} queued")
+    if counts.get("interrupted"):
+        text.append(f" · {counts['interrupted']} interrupted", style="yellow")
+    if counts.get("skipped"):
+        text.append(f" · {counts['skipped']} skipped")
+    share = progress.steps_done / progress.steps_total if progress.steps_total else 0.0
+    bar = max(4, min(30, width - 24))
+    filled = int(round(share * bar))
+    text.append(f"\nsteps {compact(progress.steps_done)}/{compact(progress.steps_total)} ")
+    text.append("━" * filled, style="green")
+    text.append("━" * (bar - filled), style="grey35")
+    text.append(f" {share:4.0%}")
+    unfinished = progress.total - progress.finished
+    if unfinished == 0 and progress.total:
+        text.append("\nfinished", style="bold green")
+    elif progress.steps_per_second > 0:
+        text.append(f"\n{compact(progress.steps_per_second)} steps/s · ETA "
+                    f"{duration(progress.eta_seconds)}")
+    else:
+        text.append("\nsteps/s – · ETA –", style="dim")
+    return text
+
+
+def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
+    """The selected cell: γ, η (and c), state, loss at t per seed, t½, η*(γ), η_div(γ), runs."""
+    text = Text()
+    if h < 0 or g >= frame.grid.gammas.size:
+        return Text("no cell here: move the cursor onto a colored cell", style="dim")
+    gamma, eta = float(frame.grid.gammas[g]), float(frame.grid.etas[h])
+    indices = snapshot.runs_in_cell(g, h)
+    runs = [snapshot.runs[i] for i in indices]
+    state = str(frame.grid.state[g, h])
+    text.append(f"γ {short_number(gamma)}  η {short_number(eta)}", style="bold")
+    c = snapshot.eta_multiplier(gamma, eta)
+    if c is not None:
+        text.append(f" (c {short_number(c)})")
+    text.append(f"  {state}", style=_state_style(state))
+    text.append(f" ×{len(runs)}\n" if len(runs) != 1 else "\n")
+    mean = frame.log10_loss[g, h]
+    text.append(f"L({'latest' if frame.step is None else f'{int(frame.step):,}'}) ")
+    text.append(loss_text(float(10**mean) if np.isfinite(mean) else math.nan), style="bold")
+    losses = frame.grid.loss[:, g, h]
+    finite = losses[np.isfinite(losses)]
+    if finite.size > 1:
+        text.append(f" [{loss_text(float(finite.min()))}…{loss_text(float(finite.max()))}]")
+    init = frame.grid.init_loss[:, g, h]
+    init = init[np.isfinite(init)]
+    text.append(f"  L(0) {loss_text(float(init.mean())) if init.size else '–'}\n")
+    halves = snapshot.plateau[indices] if indices else np.zeros(0)
+    halves = halves[np.isfinite(halves)]
+    text.append(f"t½ {short_number(float(halves.mean())) if halves.size else '–'}")
+    steps = sorted({r.steps_done for r in runs})
+    target = runs[0].steps_target if runs else 0
+    text.append(f"  steps {'/'.join(str(s) for s in steps)} of {target}")
+    diverged = [r.diverged_step for r in runs if r.diverged_step is not None]
+    if diverged:
+        text.append(f"  diverged at {', '.join(str(d) for d in diverged)}",
+                    style=_state_style("diverged"))
+    text.append("\n")
+    star, edge = frame.eta_star[g], frame.eta_div[g]
+    text.append("η*(γ) ")
+    if star.ok:
+        text.append(short_number(star.eta), style="bold")
+        if math.isfinite(star.log10_eta_err) and star.log10_eta_err > 0:
+            text.append(f" ±{star.log10_eta_err:.2f}dec")
+        if star.at_edge:
+            text.append(" (edge)", style="yellow")
+    else:
+        text.append("–")
+    text.append("  η_div ")
+    text.append(("≥" if edge.at_edge and math.isfinite(edge.eta) else "")
+                + (short_number(edge.eta) if math.isfinite(edge.eta) else "–"))
+    errors = [r.error for r in runs if r.error]
+    if errors:
+        text.append(f"\nerror: {errors[0]}", style=f"bold {rgb(DIVERGED_FG)}")
+    else:
+        text.append(f"\nrun {' '.join(r.run_id for r in runs)}", style="dim")
+    return text
+
+
+def _state_style(state: str) -> str:
+    """Text style of a state name."""
+    return {"diverged": f"bold {rgb(DIVERGED_FG)}", "failed": f"bold {rgb(FAILED_BG)}",
+            "running": "bold cyan", "queued": "dim", "done": "green"}.get(state, "")
+
+
+def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int,
+                relative: bool) -> Text:
+    """Color bar of log10 loss, the state glyphs and (if on) the guide lines."""
+    low, high = loss_range
+    text = Text()
+    text.append(f"log₁₀L {low:+.1f} ")
+    for color in viridis(np.linspace(0, 1, 8)):
+        text.append("█", style=rgb(tuple(int(c) for c in color)))  # type: ignore[arg-type]
+    text.append(f" {high:+.1f}  ")
+    text.append(f" {GLYPHS['diverged']} ", style=f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}")
+    text.append(" div ")
+    text.append(f" {GLYPHS['queued']} ", style=f"on {rgb(QUEUED_BG)}")
+    text.append(" queued ")
+    text.append(f" {GLYPHS['running']} ", style="on grey35")
+    text.append(" running ")
+    text.append(f" {GLYPHS['failed']} ", style=f"bold on {rgb(FAILED_BG)}")
+    text.append(" failed ")
+    text.append(" * ", style="bold")
+    text.append("η*")
+    if guides:
+        for color, label in zip(GUIDE_COLORS, ("γ²", f"γ^(2/{depth})", "γ"), strict=True):
+            text.append("  ⠒⠒", style=rgb(color))
+            text.append(f" η∝{label}")
+    if relative:
+        text.append("  (η grid relative: c·γ^p)", style="dim")
+    return text
+
+
+def slider_text(steps: Sequence[float | None], index: int, width: int) -> Text:
+    """The step slider: label, a track with a knob at the chosen position, key hints."""
+    text = Text()
+    label = step_label(steps[index])
+    text.append(f"{label:<14}", style="bold")
+    track = max(6, width - 26)
+    position = round(index / max(1, len(steps) - 1) * (track - 1))
+    text.append("◂ ", style="dim")
+    text.append("━" * position, style="cyan")
+    text.append("●", style="bold cyan")
+    text.append("─" * (track - 1 - position), style="grey42")
+    text.append(" ▸", style="dim")
+    text.append("  [ ] step", style="dim")
+    return text
+
+
+def family_legend(labels: Sequence[str], colors: Sequence[RGB], knob: str, width: int,
+                  highlight: str | None) -> Text:
+    """Legend of a curve family: each label in its color (the cursor's reversed), or a ramp."""
+    text = Text()
+    text.append(f"{knob} ", style="bold")
+    entries = sum(len(label) + 2 for label in labels)
+    if entries + len(knob) + 1 <= width:
+        for label, color in zip(labels, colors, strict=True):
+            text.append("━", style=rgb(color))
+            style = "bold reverse" if label == highlight else ""
+            text.append(label, style=style)
+            text.append(" ")
+    elif labels:
+        text.append(f"{labels[0]} ")
+        for color in colors:
+            text.append("━", style=rgb(color))
+        text.append(f" {labels[-1]}")
+        if highlight is not None:
+            text.append(f"  cursor {highlight}", style="bold reverse")
+    return text
+
+
+def sweep_state(counts: dict[str, int]) -> str:
+    """One word for a sweep: running, finished, failed, queued or partial."""
+    total = sum(counts.values())
+    if counts.get("running"):
+        return "running"
+    unfinished = total - sum(counts.get(s, 0) for s in FINAL_STATES)
+    if counts.get("failed"):
+        return "failed"
+    if unfinished == 0:
+        return "finished"
+    return "queued" if unfinished == total else "partial"
