@@ -14,11 +14,12 @@ commit, and a run whose holder died is picked up by the next worker once the lea
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,22 +494,25 @@ class Cache:
         """Runs of one sweep (or all, or the given ids), ordered by γ, then η, then seed."""
         columns = (
             "r.run_id, r.gamma, r.eta, r.seed, r.dtype, r.shard_key, r.status, r.steps_done,"
-            " r.steps_target,"
-            " r.diverged_step, r.init_loss, r.last_loss, r.error, r.lease_owner,"
-            " r.lease_expires, r.wall_seconds, r.updated"
+            " r.steps_target, r.diverged_step, r.init_loss, r.last_loss, r.error,"
+            " r.lease_owner, r.lease_expires, r.wall_seconds, r.updated"
         )
         if sweep is not None:
             query = (
                 f"SELECT {columns} FROM runs r JOIN sweep_runs sr USING (run_id) WHERE sr.sweep=?"
             )
             rows = self._db.execute(query, (sweep,)).fetchall()
+            if run_ids is not None:
+                wanted = set(run_ids)
+                rows = [row for row in rows if row[0] in wanted]
+        elif run_ids is not None:
+            rows = []
+            for batch in _batches(list(run_ids)):
+                where = f" WHERE r.run_id IN ({','.join('?' * len(batch))})"
+                rows += self._db.execute(f"SELECT {columns} FROM runs r" + where, batch).fetchall()
         else:
             rows = self._db.execute(f"SELECT {columns} FROM runs r").fetchall()
-        infos = [RunInfo(*row) for row in rows]
-        if run_ids is not None:
-            wanted = set(run_ids)
-            infos = [info for info in infos if info.run_id in wanted]
-        return sorted(infos, key=lambda r: (r.gamma, r.eta, r.seed))
+        return sorted((RunInfo(*row) for row in rows), key=lambda r: (r.gamma, r.eta, r.seed))
 
     def specs(self, run_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The stored RunSpec JSON of each run, as dicts."""
@@ -521,22 +525,44 @@ class Cache:
                 found[run_id] = json.loads(row[0])
         return found
 
-    def curves(self, run_ids: Iterable[str] | None = None) -> dict[str, Curve]:
-        """The loss curves of the given runs (all runs if None), keyed by run id."""
+    def curves(
+        self, run_ids: Iterable[str] | None = None, since: Mapping[str, int] | None = None
+    ) -> dict[str, Curve]:
+        """The loss curves of the given runs (all runs if None), keyed by run id.
+
+        With `since`, only the chunks starting at or after since[run_id] are read: a reader
+        that already holds a run's curve up to that step appends instead of re-reading.
+        """
         query = "SELECT run_id, start_step, window, data FROM curve_chunks"
-        if run_ids is None:
-            batches: list[list[str]] = [[]]
-        else:
-            ids = list(run_ids)
-            batches = [ids[i : i + 500] for i in range(0, len(ids), 500)]
         parts: dict[str, list[tuple[int, int, bytes]]] = {}
-        for batch in batches:
-            where = f" WHERE run_id IN ({','.join('?' * len(batch))})" if batch else ""
-            for run_id, start, window, data in self._db.execute(
-                query + where + " ORDER BY run_id, start_step", batch
-            ):
-                parts.setdefault(run_id, []).append((start, window, data))
+        if since is not None:  # one indexed range scan per run: only the new chunks are read
+            ids = list(since if run_ids is None else run_ids)
+            rows = itertools.chain.from_iterable(
+                self._db.execute(
+                    query + " WHERE run_id=? AND start_step>=? ORDER BY start_step",
+                    (run_id, since.get(run_id, 0)),
+                )
+                for run_id in ids
+            )
+        else:
+            batches = [[]] if run_ids is None else _batches(list(run_ids))
+            rows = itertools.chain.from_iterable(
+                self._db.execute(
+                    query
+                    + (f" WHERE run_id IN ({','.join('?' * len(batch))})" if batch else "")
+                    + " ORDER BY run_id, start_step",
+                    batch,
+                )
+                for batch in batches
+            )
+        for run_id, start, window, data in rows:
+            parts.setdefault(run_id, []).append((start, window, data))
         return {run_id: _assemble(chunks) for run_id, chunks in parts.items()}
+
+
+def _batches(ids: list[str], size: int = 500) -> list[list[str]]:
+    """Split ids into groups small enough for one SQL IN (...) list."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _assemble(chunks: list[tuple[int, int, bytes]]) -> Curve:

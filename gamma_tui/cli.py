@@ -81,6 +81,10 @@ def main_callback(
     ctx: typer.Context,
     cache: CacheOption = None,
     preset: Annotated[Path, typer.Option(help="Preset the app opens on.")] = DEFAULT_PRESET,
+    presets: Annotated[
+        list[Path] | None,
+        typer.Option("--presets", help="Another directory of presets for the launcher."),
+    ] = None,
 ) -> None:
     """Open the app when no command is given."""
     if ctx.invoked_subcommand is not None:
@@ -88,7 +92,7 @@ def main_callback(
     with user_errors():
         from gamma_tui.ui.app import run_app
 
-        run_app(cache_dir=cache or default_cache_dir(), preset=preset)
+        run_app(cache_dir=cache or default_cache_dir(), preset=preset, preset_dirs=presets or [])
 
 
 @app.command()
@@ -182,16 +186,11 @@ def _detach(
     )
 
 
-HUGE_FLOPS = 3e14
-"""Sweeps estimated above this many FLOPs (over an hour on a laptop CPU) ask first."""
-HUGE_RUNS = 20_000
-
-
 def _confirm_size(preset: Any, yes: bool) -> None:
     """Ask before a huge sweep (or refuse without a terminal), showing an estimate."""
-    flops = preset.flops_per_run() * preset.run_count()
-    if yes or (flops < HUGE_FLOPS and preset.run_count() < HUGE_RUNS):
+    if yes or not preset.is_huge():
         return
+    flops = preset.flops_per_run() * preset.run_count()
     estimate = (
         f"{preset.run_count():,} runs x {preset.train.steps:,} steps, about {flops:.1e} FLOPs "
         f"(~{flops / 50e9 / 3600:,.1f} h at 50 GFLOP/s on a CPU, less on a GPU; "

@@ -32,6 +32,12 @@ SPEC_VERSION = 1
 MAX_GRID_RUNS = 100_000
 """A preset that expands to more runs than this is rejected as a likely typo."""
 
+HUGE_FLOPS = 3e14
+"""Sweeps estimated above this many FLOPs (over an hour on a laptop CPU) ask before starting."""
+
+HUGE_RUNS = 20_000
+"""Sweeps with at least this many runs ask before starting."""
+
 SIGNIFICANT_DIGITS = 10
 """Grid values are rounded to this many digits so equal points from different presets share runs."""
 
@@ -225,6 +231,11 @@ class Preset(Strict):
     def flops_per_run(self) -> float:
         """Approximate training FLOPs of one run: 6 x batch x parameters per step."""
         return 6.0 * self.train.batch_size * self.parameter_count() * self.train.steps
+
+    def is_huge(self) -> bool:
+        """Whether starting this sweep deserves a confirmation (hours of compute or a huge grid)."""
+        flops = self.flops_per_run() * self.run_count()
+        return flops >= HUGE_FLOPS or self.run_count() >= HUGE_RUNS
 
     def run_count(self) -> int:
         """Number of runs the grid expands to (before any cut-off)."""

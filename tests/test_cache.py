@@ -149,3 +149,30 @@ def test_delete_sweep_keeps_runs_shared_with_other_sweeps(cache: Cache) -> None:
     assert len(cache.runs()) == 3
     with pytest.raises(CacheError, match="no sweep named"):
         cache.sweep("preset")
+
+
+def test_curves_since_reads_only_new_chunks(cache: Cache) -> None:
+    ids = registered(cache)
+    cache.claim(ids[:2], "w")
+    for start in (0, 3):
+        cache.commit(
+            "w",
+            [
+                Progress(
+                    run_id,
+                    start + 3,
+                    [Chunk(start, 1, np.full(3, start, np.float32))],
+                    None,
+                    "running",
+                    1.0,
+                    1.0,
+                )
+                for run_id in ids[:2]
+            ],
+        )
+    fresh = cache.curves(ids[:2], since={ids[0]: 3, ids[1]: 0})
+    np.testing.assert_array_equal(fresh[ids[0]].steps, [3, 4, 5])
+    np.testing.assert_array_equal(fresh[ids[1]].steps, [0, 1, 2, 3, 4, 5])
+    assert [r.run_id for r in cache.runs(run_ids=ids[:2])] == sorted(
+        ids[:2], key=lambda i: [r.run_id for r in cache.runs()].index(i)
+    )

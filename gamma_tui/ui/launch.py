@@ -78,15 +78,6 @@ class Driver:
                f"(log: {self.log})"
 
 
-HUGE_FLOPS = 3e14
-"""Sweeps above this many FLOPs (hours on a CPU) are confirmed first, as `gamma-tui run` does."""
-
-
-def is_huge(preset: Preset) -> bool:
-    """Whether starting the preset deserves a confirmation."""
-    return preset.flops_per_run() * preset.run_count() > HUGE_FLOPS
-
-
 def find_presets(directories: Iterable[Path], edited_dir: Path | None = None,
                  ) -> list[tuple[Path, str]]:
     """Every *.toml under the directories (recursively) once, with a short label each.

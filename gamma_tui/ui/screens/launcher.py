@@ -18,7 +18,7 @@ from textual.worker import get_current_worker
 
 from gamma_tui.cache import CacheError
 from gamma_tui.config import Preset, PresetError, load_preset, parse_preset
-from gamma_tui.ui.launch import KNOBS, dump_preset, estimate, is_huge, knob_value, overrides
+from gamma_tui.ui.launch import KNOBS, dump_preset, estimate, knob_value, overrides
 from gamma_tui.ui.messages import EstimateReady
 from gamma_tui.ui.screens.dialogs import ConfirmScreen
 
@@ -220,7 +220,7 @@ class LauncherScreen(Screen[None]):
             self.app.notify("fix the preset first (see the red message)", severity="error")
             return
         preset, path, edited = self.edited, self.path, bool(self.sets)
-        if not is_huge(preset):
+        if not preset.is_huge():
             self.gamma_app.start_sweep(path, preset, edited)
             return
         flops = preset.flops_per_run() * preset.run_count()
