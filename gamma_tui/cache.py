@@ -37,6 +37,9 @@ Workers commit every ~2 s, so the default is generous; GAMMA_TUI_LEASE_SECONDS l
 (the chaos tests do, so that killed workers' runs are picked up quickly)."""
 
 FINAL_STATES = ("done", "diverged", "failed", "skipped")
+JOURNAL_MODES = ("wal", "delete")
+"""SQLite journal modes a cache may use: WAL for the local cache (readers never block the
+writer), DELETE for per-job caches on NFS/Lustre, where WAL's shared memory does not work."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -216,20 +219,44 @@ def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
 class Cache:
     """A handle on the cache database; cheap to open, one per thread or process."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, journal: str | None = None) -> None:
+        """Open (or create) the cache under `root`.
+
+        Args:
+            journal: "wal" (default) or "delete" for a job cache on a shared filesystem. A
+                cache created with "delete" records it, so every later opener (the engine
+                worker too) keeps that mode without being told.
+        """
         self.root = Path(root) if root is not None else default_cache_dir()
         self.path = self.root / DB_NAME
+        if journal is not None and journal not in JOURNAL_MODES:
+            raise CacheError(f"journal must be one of {', '.join(JOURNAL_MODES)}, not {journal!r}")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.journal = journal or self._stored_journal() or "wal"
+            self._db.execute(f"PRAGMA journal_mode={self.journal.upper()}")
+            self._db.execute(
+                "PRAGMA synchronous=" + ("NORMAL" if self.journal == "wal" else "FULL")
+            )
             self._db.execute("PRAGMA foreign_keys=ON")
             self._init_schema()
+            if self.journal != "wal":
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('journal', ?)", (self.journal,)
+                )
         except sqlite3.DatabaseError as error:
             raise CacheError(f"{self.path}: cannot open the run cache ({error})") from None
         except OSError as error:
             raise CacheError(f"{self.root}: cannot create the cache directory ({error})") from None
+
+    def _stored_journal(self) -> str | None:
+        """The journal mode recorded by the cache's creator, if it is not the default."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='journal'").fetchone()
+        except sqlite3.OperationalError:  # a new database: no meta table yet
+            return None
+        return str(row[0]) if row and row[0] in JOURNAL_MODES else None
 
     def close(self) -> None:
         """Close the connection."""
@@ -465,6 +492,86 @@ class Cache:
         except (ValueError, OSError, EOFError) as error:
             raise CacheError(f"run {run_id}: corrupt checkpoint ({error})") from None
 
+    # ---- moving runs between caches (job caches of distributed backends) -----------------
+
+    def export_runs(self, run_ids: Sequence[str]) -> list[RunState]:
+        """Everything stored about the given runs, as plain values (picklable, no numpy)."""
+        states = []
+        for run_id in run_ids:
+            row = self._db.execute(
+                f"SELECT {', '.join(_STATE_COLUMNS)} FROM runs WHERE run_id=?", (run_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            chunks = tuple(
+                (int(start), int(window), bytes(data))
+                for start, window, data in self._db.execute(
+                    "SELECT start_step, window, data FROM curve_chunks WHERE run_id=?"
+                    " ORDER BY start_step",
+                    (run_id,),
+                )
+            )
+            saved = self._db.execute(
+                "SELECT step, data FROM checkpoints WHERE run_id=?", (run_id,)
+            ).fetchone()
+            checkpoint = (int(saved[0]), bytes(saved[1])) if saved else None
+            fields = dict(zip(_STATE_COLUMNS, row, strict=True))
+            states.append(RunState(**fields, chunks=chunks, checkpoint=checkpoint))
+        return states
+
+    def merge_runs(self, states: Iterable[RunState]) -> list[str]:
+        """Take each run's state where it is ahead of ours; returns the run ids updated.
+
+        A state is taken when it has more steps done, or as many and a final status where
+        ours is not; a run we do not have is added. Progress is never lowered, so merging
+        the same states again changes nothing. Runs leased by a live local worker are left
+        alone (a later merge takes them). A run a job left 'running' arrives 'queued',
+        without a lease, and resumes from its checkpoint on the next `run`.
+        """
+        now, taken = time.time(), []
+        with self.transaction() as db:
+            for state in states:
+                row = db.execute(
+                    "SELECT steps_done, status, steps_target, lease_owner, lease_expires"
+                    " FROM runs WHERE run_id=?",
+                    (state.run_id,),
+                ).fetchone()
+                if row is not None and not _is_ahead(state, row, now):
+                    continue
+                target = max(state.steps_target, row[2]) if row else state.steps_target
+                status = state.status
+                if status == "running" or (status == "done" and state.steps_done < target):
+                    status = "queued"
+                values = state.row_values(status, target)
+                if row is None:
+                    db.execute(
+                        f"INSERT INTO runs ({', '.join(_STATE_COLUMNS)}, lease_owner,"
+                        " lease_expires, created, updated) VALUES"
+                        f" ({','.join('?' * len(_STATE_COLUMNS))}, NULL, NULL, ?, ?)",
+                        (*values, now, now),
+                    )
+                else:
+                    assignments = ", ".join(f"{c}=?" for c in _STATE_COLUMNS[1:])
+                    db.execute(
+                        f"UPDATE runs SET {assignments}, lease_owner=NULL, lease_expires=NULL,"
+                        " updated=? WHERE run_id=?",
+                        (*values[1:], now, state.run_id),
+                    )
+                db.execute("DELETE FROM curve_chunks WHERE run_id=?", (state.run_id,))
+                db.executemany(
+                    "INSERT INTO curve_chunks VALUES (?,?,?,?)",
+                    [(state.run_id, *chunk) for chunk in state.chunks],
+                )
+                if state.checkpoint is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
+                        (state.run_id, *state.checkpoint),
+                    )
+                elif row is None or state.status == "diverged" or state.steps_done == 0:
+                    db.execute("DELETE FROM checkpoints WHERE run_id=?", (state.run_id,))
+                taken.append(state.run_id)
+        return taken
+
     # ---- reading -------------------------------------------------------------------------
 
     def data_version(self) -> int:
@@ -558,6 +665,58 @@ class Cache:
         for run_id, start, window, data in rows:
             parts.setdefault(run_id, []).append((start, window, data))
         return {run_id: _assemble(chunks) for run_id, chunks in parts.items()}
+
+
+_STATE_COLUMNS = (
+    "run_id", "spec_json", "shard_key", "gamma", "eta", "seed", "dtype", "status",
+    "steps_target", "steps_done", "diverged_step", "init_loss", "last_loss", "error",
+    "wall_seconds",
+)  # fmt: skip
+"""Columns of `runs` that travel with a RunState (leases and timestamps stay local)."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Everything one cache knows about a run, as plain values that pickle cheaply.
+
+    Distributed backends move runs between the local cache and job caches with these:
+    `Cache.export_runs` makes them, `Cache.merge_runs` takes them where they are ahead.
+    """
+
+    run_id: str
+    spec_json: str
+    shard_key: str
+    gamma: float
+    eta: float
+    seed: int
+    dtype: str
+    status: str
+    steps_target: int
+    steps_done: int
+    diverged_step: int | None
+    init_loss: float | None
+    last_loss: float | None
+    error: str | None
+    wall_seconds: float
+    chunks: tuple[tuple[int, int, bytes], ...] = ()
+    checkpoint: tuple[int, bytes] | None = None
+
+    def row_values(self, status: str, steps_target: int) -> tuple[Any, ...]:
+        """Values for _STATE_COLUMNS, with the merged status and target."""
+        values = [getattr(self, column) for column in _STATE_COLUMNS]
+        values[_STATE_COLUMNS.index("status")] = status
+        values[_STATE_COLUMNS.index("steps_target")] = steps_target
+        return tuple(values)
+
+
+def _is_ahead(state: RunState, row: tuple[Any, ...], now: float) -> bool:
+    """Whether `state` should replace our row (steps_done, status, target, owner, expires)."""
+    steps_done, status, _target, owner, expires = row
+    if owner is not None and status == "running" and (expires or 0.0) >= now:
+        return False  # a live local worker holds it: its next commit would undo ours
+    if state.steps_done != steps_done:
+        return bool(state.steps_done > steps_done)
+    return state.status in FINAL_STATES and status not in FINAL_STATES
 
 
 def _batches(ids: list[str], size: int = 500) -> list[list[str]]:

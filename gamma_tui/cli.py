@@ -44,6 +44,13 @@ CacheOption = Annotated[
     Path | None,
     typer.Option("--cache", help="Cache directory (default: $GAMMA_TUI_CACHE or ./runs)."),
 ]
+JobsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--jobs-dir",
+        help="SLURM job folders on the shared filesystem (default: $GAMMA_TUI_JOBS, CACHE/jobs).",
+    ),
+]
 SweepArgument = Annotated[str, typer.Argument(help="A sweep name from `ls`, or a preset path.")]
 StepOption = Annotated[
     float | None,
@@ -114,11 +121,33 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", help="Keep training after this terminal closes.")
     ] = False,
+    backend: Annotated[
+        str, typer.Option(help="local (worker processes), slurm (a job array) or ray.")
+    ] = "local",
+    jobs_dir: JobsOption = None,
+    slurm: Annotated[
+        list[str] | None,
+        typer.Option(help="A submitit parameter: --slurm slurm_partition=gpu (repeatable)."),
+    ] = None,
+    slurm_cluster: Annotated[
+        str | None, typer.Option(help="submitit cluster: slurm, local or debug (default: auto).")
+    ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
 ) -> None:
     """Train every run of PRESET that the cache does not already have."""
+    from gamma_tui.backends import default_jobs_dir, make_executor
     from gamma_tui.runner import run_sweep
 
     with user_errors():
+        store_root = cache or default_cache_dir()
+        executor = make_executor(
+            backend,
+            workers,
+            jobs_dir or default_jobs_dir(store_root),
+            _key_values(slurm or []),
+            slurm_cluster,
+            ray_address,
+        )
         loaded = load_preset(preset, set_ or [])
         text = preset.read_text(encoding="utf-8")
         store = open_cache(cache)
@@ -129,7 +158,15 @@ def run(
         _confirm_size(loaded, yes)
         _check_dataset(loaded)
         if detach:
-            _detach(preset, set_ or [], store, workers, device, loaded.name)
+            forwarded = ["--backend", backend] + _pairs(
+                "--jobs-dir", [jobs_dir] if jobs_dir else []
+            )
+            forwarded += _pairs("--slurm", slurm or []) + _pairs(
+                "--device", [device] if device else []
+            )
+            forwarded += _pairs("--slurm-cluster", [slurm_cluster] if slurm_cluster else [])
+            forwarded += _pairs("--ray-address", [ray_address] if ray_address else [])
+            _detach(preset, set_ or [], store, workers, forwarded, loaded.name)
             return
         signal.signal(signal.SIGTERM, _interrupt)  # `gamma-tui stop`: stop workers cleanly
         with _progress_display(quiet) as show:
@@ -141,6 +178,7 @@ def run(
                 workers,
                 device or loaded.train.device,
                 on_progress=show,
+                backend=executor,
             )
     for message in errors:
         err.print(f"[red]worker failed:[/] {message}", markup=True, highlight=False)
@@ -153,6 +191,36 @@ def run(
         - final.counts.get("skipped", 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
+
+
+def _key_values(pairs: list[str]) -> dict[str, Any]:
+    """--slurm KEY=VALUE options as a dict; values parse as JSON when they can (60 -> int)."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PresetError(f"--slurm {pair!r}: expected KEY=VALUE, e.g. timeout_min=120")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    return parsed
+
+
+@app.command()
+def sync(
+    sweep: Annotated[str | None, typer.Argument(help="Only this sweep's jobs.")] = None,
+    cache: CacheOption = None,
+    jobs_dir: JobsOption = None,
+) -> None:
+    """Ingest the runs of SLURM job folders into the cache (safe to rerun, never loses steps)."""
+    from gamma_tui.backends import default_jobs_dir, sync_jobs
+
+    with user_errors():
+        store = open_cache(cache)
+        folder = jobs_dir or default_jobs_dir(store.root)
+        taken = sync_jobs(store, folder, sweep)
+    err.print(f"{sum(taken.values())} runs updated from {len(taken)} job folders in {folder}")
 
 
 def _check_dataset(preset: Any) -> None:
@@ -169,15 +237,19 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _pairs(option: str, values: list[Any]) -> list[str]:
+    """`option value` for every value, as command-line words."""
+    return [word for value in values for word in (option, str(value))]
+
+
 def _detach(
-    preset: Path, sets: list[str], store: Cache, workers: int, device: str | None, name: str
+    preset: Path, sets: list[str], store: Cache, workers: int, forwarded: list[str], name: str
 ) -> None:
-    """Re-run this command in its own session and return at once."""
+    """Re-run this command (with `forwarded` options) in its own session and return at once."""
     from gamma_tui.processes import detach_run
 
     arguments = [str(preset), "--cache", str(store.root), "--workers", str(workers), "--yes"]
-    arguments += [part for value in sets for part in ("--set", value)]
-    arguments += ["--device", device] if device else []
+    arguments += _pairs("--set", sets) + forwarded
     pid = detach_run(arguments, store.root, name)
     err.print(
         f"sweep {name} runs in the background (driver pid {pid}); follow it with "

@@ -18,10 +18,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
 from gamma_tui.config import Preset, RunSpec, expand
 from gamma_tui.processes import register_driver, unregister_driver
+
+if TYPE_CHECKING:
+    from gamma_tui.backends import Executor
 
 
 @dataclass(frozen=True)
@@ -254,14 +258,24 @@ def run_sweep(
     device: str = "auto",
     on_progress: Callable[[SweepProgress], None] | None = None,
     poll_seconds: float = 0.5,
+    backend: Executor | None = None,
 ) -> tuple[SweepProgress, list[str]]:
-    """Train every unfinished run of the preset; returns final progress and worker errors."""
+    """Train every unfinished run of the preset; returns final progress and worker errors.
+
+    With `backend` (see gamma_tui.backends), each round's shards go to it instead of local
+    worker processes; `workers` is then ignored for the backend's own `pieces`.
+    """
     register(cache, preset, preset_text, preset_path)
     record = register_driver(cache.root, preset.name)
     started = time.monotonic()
     baseline = progress(cache, preset.name, started, 0).steps_done
     errors: list[str] = []
     pool = WorkerPool()
+
+    def tick() -> None:
+        if on_progress:
+            on_progress(progress(cache, preset.name, started, baseline))
+
     try:
         while True:
             todo = cutoff_round(cache, preset)
@@ -273,17 +287,23 @@ def run_sweep(
                     on_progress(progress(cache, preset.name, started, baseline))
                 time.sleep(poll_seconds)
                 continue
+            if backend is not None:
+                errors += _backend_round(cache, preset, free, device, backend, tick)
+                if errors or not _made_progress(cache, free):
+                    break
+                continue
             shards = make_shards(free, pieces=workers)
             pool = start_workers(cache.root, shards, workers, device, preset.train.checkpoint_every)
             while pool.alive():
-                if on_progress:
-                    on_progress(progress(cache, preset.name, started, baseline))
+                tick()
                 time.sleep(poll_seconds)
             errors += pool.failures()
             if errors or not _made_progress(cache, free):
                 break
     except KeyboardInterrupt:
         pool.stop()
+        if backend is not None:
+            backend.stop()
         raise
     finally:
         unregister_driver(record)
@@ -291,6 +311,21 @@ def run_sweep(
     if on_progress:
         on_progress(final)
     return final, errors
+
+
+def _backend_round(
+    cache: Cache,
+    preset: Preset,
+    free: Sequence[RunInfo],
+    device: str,
+    backend: Executor,
+    tick: Callable[[], None],
+) -> list[str]:
+    """Hand one round's shards to a distributed backend; returns its failures."""
+    from gamma_tui.backends import ShardJob
+
+    job = ShardJob(preset.name, device, preset.train.checkpoint_every)
+    return backend.run(cache, make_shards(free, pieces=backend.pieces), job, tick)
 
 
 def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:

@@ -1,0 +1,352 @@
+"""Where shards train: local worker processes, a SLURM job array (submitit) or Ray tasks.
+
+Every backend runs the same engine worker (`python -m gamma_tui.engine`) on the same shards,
+so a run's curve is bitwise the one a local run records. Local workers write the local cache
+directly. Remote ones never touch it: each shard trains in a job cache of its own (SQLite in
+DELETE journal mode, since WAL needs shared memory that NFS/Lustre lack), pre-filled with
+the shard's runs and checkpoints so a job resumes instead of restarting, and merged back
+with `Cache.merge_runs`, which only ever takes a run's state when it is ahead. SLURM jobs
+keep their caches in JOBS_ROOT/<sweep>/<shard>/ on the shared filesystem (`sync_jobs`
+ingests them, idempotently); Ray tasks train in a temporary folder on their node and return
+the runs' states, which the driver merges shard by shard as tasks finish.
+
+This module never imports torch; submitit and ray are imported only by their executors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from gamma_tui import runner
+from gamma_tui.cache import DB_NAME, Cache, CacheError, RunState
+
+BACKENDS = ("local", "slurm", "ray")
+"""Names accepted by `gamma-tui run --backend`."""
+
+JOBS_ENV_VAR = "GAMMA_TUI_JOBS"
+"""Environment variable naming the job folders' root (it must be on the shared filesystem)."""
+
+Tick = Callable[[], None]
+"""Called by an executor while it waits, so the caller can show progress."""
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every backend needs to train shards: the sweep, device and engine knobs."""
+
+    sweep: str
+    device: str
+    checkpoint_every: int
+    threads: int = 0
+    """torch CPU threads per engine worker; 0 keeps torch's default (the CPUs it may use)."""
+
+
+class Executor(Protocol):
+    """Trains shards of runs registered in a cache; the runner calls `run` once per round."""
+
+    pieces: int
+    """How many parts the runner splits each shard group into (the parallelism it wants)."""
+
+    def run(self, cache: Cache, shards: list[list[str]], job: ShardJob, tick: Tick) -> list[str]:
+        """Train the shards into `cache`; blocks until done; returns one message per failure."""
+        ...
+
+    def stop(self) -> None:
+        """Stop training early; runs keep their last checkpoint."""
+        ...
+
+
+def engine_command(
+    cache_dir: Path | str, shards: Sequence[Sequence[str]], job: ShardJob
+) -> list[str]:
+    """The engine worker's command line for `shards` against the cache in `cache_dir`."""
+    command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir)]
+    command += ["--device", job.device, "--threads", str(job.threads)]
+    command += ["--checkpoint-every", str(job.checkpoint_every)]
+    for shard in shards:
+        command += ["--shard", ",".join(shard)]
+    return command
+
+
+def run_engine(
+    cache_dir: Path | str, shards: Sequence[Sequence[str]], job: ShardJob
+) -> dict[str, Any]:
+    """Run the engine worker to completion; returns its exit code and the end of its log."""
+    log = Path(cache_dir) / "engine.log"
+    with log.open("ab") as handle:
+        code = subprocess.run(
+            engine_command(cache_dir, shards, job),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        ).returncode
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    return {"code": code, "log": " | ".join(tail)}
+
+
+def engine_failed(result: dict[str, Any]) -> bool:
+    """Whether an engine exit code means failure (0 is success, 130 a clean stop)."""
+    return result["code"] not in (0, 130)
+
+
+# ---- local processes ---------------------------------------------------------------------
+
+
+@dataclass
+class LocalExecutor:
+    """Engine worker processes on this machine, writing the local cache directly."""
+
+    workers: int = 1
+    poll_seconds: float = 0.5
+    pool: runner.WorkerPool = field(default_factory=runner.WorkerPool)
+
+    @property
+    def pieces(self) -> int:
+        """One shard part per worker process."""
+        return self.workers
+
+    def run(self, cache: Cache, shards: list[list[str]], job: ShardJob, tick: Tick) -> list[str]:
+        """Start the workers (runner.start_workers) and wait for them."""
+        self.pool = runner.start_workers(
+            cache.root, shards, self.workers, job.device, job.checkpoint_every
+        )
+        while self.pool.alive():
+            tick()
+            time.sleep(self.poll_seconds)
+        return self.pool.failures()
+
+    def stop(self) -> None:
+        """SIGTERM the workers: they checkpoint and exit."""
+        self.pool.stop()
+
+
+# ---- job caches: shared by SLURM and Ray -------------------------------------------------
+
+
+def shard_name(shard: Sequence[str]) -> str:
+    """A stable folder name for a shard, so a resubmitted shard reuses its job cache."""
+    return "shard-" + hashlib.sha1(",".join(sorted(shard)).encode()).hexdigest()[:12]
+
+
+def prepare_job_cache(folder: Path, states: Sequence[RunState]) -> None:
+    """Create (or bring up to date) a job cache holding the shard's runs and checkpoints."""
+    with Cache(folder, journal="delete") as job_cache:
+        job_cache.merge_runs(states)
+
+
+def sync_jobs(cache: Cache, jobs_root: Path, sweep: str | None = None) -> dict[str, int]:
+    """Merge every job cache under jobs_root[/sweep] into `cache`; safe to rerun.
+
+    Returns the number of runs taken from each job folder (0 when it had nothing new).
+    """
+    base = jobs_root / sweep if sweep else jobs_root
+    taken: dict[str, int] = {}
+    for database in sorted(base.rglob(DB_NAME)) if base.is_dir() else []:
+        if database.parent.resolve() == cache.root.resolve():
+            continue  # jobs_root may contain the local cache itself
+        try:
+            with Cache(database.parent) as job_cache:
+                states = job_cache.export_runs([r.run_id for r in job_cache.runs()])
+        except (CacheError, OSError) as error:
+            raise CacheError(f"{database.parent}: cannot read the job cache ({error})") from None
+        taken[str(database.parent)] = len(cache.merge_runs(states))
+    return taken
+
+
+def train_job_folder(folder: str, shard: list[str], job: ShardJob) -> dict[str, Any]:
+    """The SLURM job's body: train one shard into the job cache in `folder`."""
+    return run_engine(folder, [shard], job)
+
+
+def train_shipped_shard(states: list[RunState], job: ShardJob) -> tuple[list[RunState], dict]:
+    """The Ray task's body: train shipped runs in a temporary job cache, return their states."""
+    run_ids = [state.run_id for state in states]
+    with tempfile.TemporaryDirectory(prefix="gamma-tui-job-") as folder:
+        prepare_job_cache(Path(folder), states)
+        result = run_engine(folder, [run_ids], job)
+        with Cache(folder) as job_cache:
+            return job_cache.export_runs(run_ids), result
+
+
+# ---- SLURM via submitit ------------------------------------------------------------------
+
+
+@dataclass
+class SlurmExecutor:
+    """A SLURM job array through submitit; one array task per shard, each in its job folder.
+
+    Args:
+        jobs_root: a folder on the filesystem shared with the compute nodes.
+        parameters: submitit parameters (timeout_min, slurm_partition, gpus_per_node, ...).
+        cluster: submitit's cluster: None (SLURM, or local without it), "local" or "debug".
+        sync_seconds: how often the driver merges the job caches while jobs run.
+    """
+
+    jobs_root: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cluster: str | None = None
+    pieces: int = 1
+    poll_seconds: float = 2.0
+    sync_seconds: float = 30.0
+    jobs: list[Any] = field(default_factory=list)
+
+    def run(self, cache: Cache, shards: list[list[str]], job: ShardJob, tick: Tick) -> list[str]:
+        """Prepare a job folder per shard, submit the array, sync until every job ended."""
+        import submitit
+
+        folders = []
+        for shard in shards:
+            folder = self.jobs_root / job.sweep / shard_name(shard)
+            prepare_job_cache(folder, cache.export_runs(shard))
+            folders.append(str(folder))
+        executor = submitit.AutoExecutor(
+            folder=self.jobs_root / job.sweep / "submitit", cluster=self.cluster
+        )
+        parameters = {"timeout_min": 60, "name": f"gamma-tui-{job.sweep}"}
+        parameters |= {"slurm_array_parallelism": max(1, len(shards))} | self.parameters
+        executor.update_parameters(**_valid(executor, parameters))
+        self.jobs = executor.map_array(train_job_folder, folders, shards, [job] * len(shards))
+        return self._wait(cache, job, tick)
+
+    def _wait(self, cache: Cache, job: ShardJob, tick: Tick) -> list[str]:
+        """Poll the jobs, merging job caches every sync_seconds and when all have ended."""
+        errors: list[str] = []
+        pending, last_sync = list(self.jobs), time.monotonic()
+        while pending:
+            for submitted in [j for j in pending if j.done()]:
+                pending.remove(submitted)
+                errors += _job_errors(submitted)
+            if time.monotonic() - last_sync >= self.sync_seconds:
+                sync_jobs(cache, self.jobs_root, job.sweep)
+                last_sync = time.monotonic()
+            tick()
+            if pending:
+                time.sleep(self.poll_seconds)
+        sync_jobs(cache, self.jobs_root, job.sweep)
+        return errors
+
+    def stop(self) -> None:
+        """Cancel the jobs (SLURM sends SIGTERM: workers checkpoint; `sync` ingests them)."""
+        for submitted in self.jobs:
+            submitted.cancel(check=False)
+
+
+def _valid(executor: Any, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Drop `slurm_*` parameters when the executor is not SLURM (local and debug runs)."""
+    if getattr(executor, "cluster", "slurm") == "slurm":
+        return parameters
+    return {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
+
+
+def _job_errors(submitted: Any) -> list[str]:
+    """A message for a job that raised or whose engine failed, else nothing."""
+    try:
+        result = submitted.result()
+    except Exception as error:  # submitit re-raises the job's failure here
+        return [f"job {submitted.job_id} failed: {type(error).__name__}: {error}"]
+    if engine_failed(result):
+        return [f"job {submitted.job_id} engine exited with {result['code']}: {result['log']}"]
+    return []
+
+
+# ---- Ray ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RayExecutor:
+    """Shards as Ray tasks; results come back as run states, merged shard by shard.
+
+    Args:
+        address: a Ray cluster's address; None joins the running one or starts a local one.
+        gpus_per_task: GPUs a task asks for; None means 1 when the device is cuda, else 0.
+    """
+
+    address: str | None = None
+    pieces: int = 1
+    cpus_per_task: float = 1.0
+    gpus_per_task: float | None = None
+    poll_seconds: float = 0.5
+    pending: list[Any] = field(default_factory=list)
+
+    def run(self, cache: Cache, shards: list[list[str]], job: ShardJob, tick: Tick) -> list[str]:
+        """Submit one task per shard; merge each one's runs as soon as it returns."""
+        import ray
+
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address)
+            except (ValueError, ConnectionError, RuntimeError) as error:
+                raise CacheError(f"cannot start or reach Ray at {self.address}: {error}") from None
+        gpus = self.gpus_per_task
+        if gpus is None:
+            gpus = 1.0 if job.device.startswith("cuda") else 0.0
+        task = ray.remote(train_shipped_shard).options(
+            num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
+        )
+        self.pending = [task.remote(cache.export_runs(shard), job) for shard in shards]
+        errors: list[str] = []
+        while self.pending:
+            ready, self.pending = ray.wait(self.pending, num_returns=1, timeout=self.poll_seconds)
+            for ref in ready:
+                try:
+                    states, result = ray.get(ref)
+                except Exception as error:  # a task that raised or whose node died
+                    errors.append(f"ray task failed: {type(error).__name__}: {error}")
+                    continue
+                cache.merge_runs(states)
+                if engine_failed(result):
+                    errors.append(f"ray task engine exited with {result['code']}: {result['log']}")
+            tick()
+        return errors
+
+    def stop(self) -> None:
+        """Cancel pending tasks (their progress since the shard started is lost)."""
+        import ray
+
+        for ref in self.pending:
+            ray.cancel(ref)
+
+
+# ---- choosing a backend -----------------------------------------------------------------
+
+
+def default_jobs_dir(cache_root: Path) -> Path:
+    """$GAMMA_TUI_JOBS if set, else CACHE/jobs (put it on the filesystem the nodes share)."""
+    return Path(os.environ.get(JOBS_ENV_VAR) or cache_root / "jobs")
+
+
+def make_executor(
+    name: str,
+    workers: int = 1,
+    jobs_dir: Path | None = None,
+    slurm: dict[str, Any] | None = None,
+    slurm_cluster: str | None = None,
+    ray_address: str | None = None,
+) -> Executor | None:
+    """The executor for `--backend NAME`; None for local (the runner's own default path).
+
+    `workers` is the parallelism asked for: worker processes, array tasks or Ray tasks.
+    """
+    if name == "local":
+        return None
+    extra = {"slurm": "submitit", "ray": "ray"}.get(name)
+    if extra and importlib.util.find_spec(extra) is None:
+        raise CacheError(f"the {name} backend needs {extra}: pip install 'gamma-tui[{name}]'")
+    if name == "slurm":
+        if jobs_dir is None:
+            raise CacheError("the slurm backend needs a jobs folder on the shared filesystem")
+        return SlurmExecutor(jobs_dir, slurm or {}, slurm_cluster, pieces=workers)
+    if name == "ray":
+        return RayExecutor(ray_address, pieces=workers)
+    raise CacheError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
