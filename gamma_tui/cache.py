@@ -17,8 +17,10 @@ import io
 import itertools
 import json
 import os
+import socket
 import sqlite3
 import time
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -212,7 +214,10 @@ def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
 
 def decode_arrays(blob: bytes) -> dict[str, np.ndarray]:
     """Inverse of encode_arrays; refuses pickled objects."""
-    with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
+    loaded = np.load(io.BytesIO(blob), allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError("not an npz archive")
+    with loaded as archive:
         return {key: archive[key] for key in archive.files}
 
 
@@ -246,6 +251,11 @@ class Cache:
                     "INSERT OR REPLACE INTO meta VALUES ('journal', ?)", (self.journal,)
                 )
         except sqlite3.DatabaseError as error:
+            if self.root.is_dir() and not os.access(self.root, os.W_OK):
+                raise CacheError(
+                    f"{self.root}: the cache directory is read-only ({error}); use --cache with "
+                    "a writable directory (copy the cache there to read it)"
+                ) from None
             raise CacheError(f"{self.path}: cannot open the run cache ({error})") from None
         except OSError as error:
             raise CacheError(f"{self.root}: cannot create the cache directory ({error})") from None
@@ -280,11 +290,15 @@ class Cache:
                     f"{self.path} was written by a newer gamma-tui (schema {version}, this one "
                     f"reads {SCHEMA_VERSION}); upgrade gamma-tui or use another --cache directory"
                 )
-        if not found:
-            self._db.executescript(_SCHEMA)  # idempotent: every statement is IF NOT EXISTS
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
-            )
+            if row is not None:
+                return
+        # first open, or one cut short: create everything in one transaction (BEGIN IMMEDIATE
+        # also serializes two processes creating the same cache)
+        with self.transaction() as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)  # idempotent: IF NOT EXISTS
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -388,6 +402,7 @@ class Cache:
         now = time.time()
         claimed = []
         with self.transaction() as db:
+            _expire_dead_leases(db, now)
             for run_id in run_ids:
                 cursor = db.execute(
                     "UPDATE runs SET lease_owner=?, lease_expires=?, status='running', updated=? "
@@ -398,6 +413,11 @@ class Cache:
                 if cursor.rowcount:
                     claimed.append(run_id)
         return claimed
+
+    def expire_dead_leases(self) -> None:
+        """Let go of leases whose holder was a process of this host that no longer exists."""
+        with self.transaction() as db:
+            _expire_dead_leases(db, time.time())
 
     def release(self, owner: str) -> None:
         """Give up every lease held by `owner`; unfinished runs go back to queued."""
@@ -489,7 +509,7 @@ class Cache:
             return None
         try:
             return int(row[0]), decode_arrays(row[1])
-        except (ValueError, OSError, EOFError) as error:
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
             raise CacheError(f"run {run_id}: corrupt checkpoint ({error})") from None
 
     # ---- moving runs between caches (job caches of distributed backends) -----------------
@@ -722,6 +742,35 @@ def _is_ahead(state: RunState, row: tuple[Any, ...], now: float) -> bool:
 def _batches(ids: list[str], size: int = 500) -> list[list[str]]:
     """Split ids into groups small enough for one SQL IN (...) list."""
     return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def _expire_dead_leases(db: sqlite3.Connection, now: float) -> None:
+    """Expire fresh leases whose holder ran on this host and no longer exists (kill -9)."""
+    host = socket.gethostname()
+    owners = db.execute(
+        "SELECT DISTINCT lease_owner FROM runs WHERE lease_owner IS NOT NULL AND lease_expires>=?",
+        (now,),
+    ).fetchall()
+    for (owner,) in owners:
+        owner_host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+            db.execute("UPDATE runs SET lease_expires=0 WHERE lease_owner=?", (owner,))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a local process exists and is not a zombie (a reused pid counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # Linux: a killed worker stays a zombie until its parent reaps it
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _assemble(chunks: list[tuple[int, int, bytes]]) -> Curve:

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,6 +76,14 @@ def user_errors() -> Iterator[None]:
         yield
     except (PresetError, CacheError, DatasetError) as error:
         err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+    except sqlite3.Error as error:  # damaged file, full disk, read-only directory
+        err.print(
+            f"[red]error:[/] the run cache failed: {error}. A damaged cache can be moved aside "
+            "(runs are retrained); a full disk needs space; then run the command again",
+            highlight=False,
+            markup=True,
+        )
         raise typer.Exit(2) from None
 
 

@@ -10,6 +10,7 @@ than that many decades below the first stable η are marked skipped instead of t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,13 @@ class WorkerPool:
                     if log.exists()
                     else []
                 )
-                messages.append(f"worker {process.pid} exited with {code}: " + " | ".join(tail))
+                message = f"worker {process.pid} exited with {code}: " + " | ".join(tail)
+                if shutil.disk_usage(log.parent).free < 2**20:  # its log may be empty then
+                    message += (
+                        f" (the disk holding {log.parent.parent} is full: free some space and "
+                        "run again; runs resume from their last checkpoints)"
+                    )
+                messages.append(message)
         return messages
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -111,7 +118,9 @@ def pending_runs(cache: Cache, sweep: str) -> list[RunInfo]:
     return [r for r in cache.runs(sweep) if r.status not in FINAL_STATES]
 
 
-def cutoff_round(cache: Cache, preset: Preset) -> list[RunInfo]:
+def cutoff_round(
+    cache: Cache, preset: Preset, run_ids: Sequence[str] | None = None
+) -> list[RunInfo]:
     """The runs to train next under the adaptive η cut-off; marks the cut ones skipped.
 
     Per γ: once the first stable η (largest η with no diverged seed, all seeds done) is
@@ -119,7 +128,7 @@ def cutoff_round(cache: Cache, preset: Preset) -> list[RunInfo]:
     then the next band of `decades` below the largest untrained η is trained.
     """
     decades = preset.cutoff.decades
-    runs = cache.runs(preset.name)
+    runs = cache.runs(preset.name) if run_ids is None else cache.runs(run_ids=run_ids)
     if decades is None:
         return [r for r in runs if r.status not in FINAL_STATES]
     factor = 10.0**-decades
@@ -232,11 +241,15 @@ def worker_environment(device: str, index: int, workers: int) -> dict[str, str]:
 
 
 def progress(
-    cache: Cache, sweep: SweepInfo | str, started: float, steps_at_start: int
+    cache: Cache,
+    sweep: SweepInfo | str,
+    started: float,
+    steps_at_start: int,
+    run_ids: Sequence[str] | None = None,
 ) -> SweepProgress:
-    """The sweep's progress now; rates are measured since `started`."""
+    """The sweep's progress now (of `run_ids` if given); rates are measured since `started`."""
     name = sweep if isinstance(sweep, str) else sweep.name
-    runs = cache.runs(name)
+    runs = cache.runs(name) if run_ids is None else cache.runs(run_ids=run_ids)
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
         counts[run.state] += 1
@@ -265,31 +278,34 @@ def run_sweep(
     With `backend` (see gamma_tui.backends), each round's shards go to it instead of local
     worker processes; `workers` is then ignored for the backend's own `pieces`.
     """
-    register(cache, preset, preset_text, preset_path)
+    # this process's runs, by id: another `run` of a preset with the same name (another
+    # grid) may re-register the name meanwhile
+    ids = [spec.run_id for spec in register(cache, preset, preset_text, preset_path)]
     record = register_driver(cache.root, preset.name)
     started = time.monotonic()
-    baseline = progress(cache, preset.name, started, 0).steps_done
+    baseline = progress(cache, preset.name, started, 0, ids).steps_done
     errors: list[str] = []
     pool = WorkerPool()
 
     def tick() -> None:
         if on_progress:
-            on_progress(progress(cache, preset.name, started, baseline))
+            on_progress(progress(cache, preset.name, started, baseline, ids))
 
     try:
         while True:
-            todo = cutoff_round(cache, preset)
+            cache.expire_dead_leases()  # a killed worker's runs are free at once, not after TTL
+            todo = cutoff_round(cache, preset, ids)
             if not todo:
                 break
             free = [r for r in todo if r.lease_owner is None or r.state == "interrupted"]
             if not free:  # another live process trains these: watch until it is done
                 if on_progress:
-                    on_progress(progress(cache, preset.name, started, baseline))
+                    on_progress(progress(cache, preset.name, started, baseline, ids))
                 time.sleep(poll_seconds)
                 continue
             if backend is not None:
                 errors += _backend_round(cache, preset, free, device, backend, tick)
-                if errors or not _made_progress(cache, free):
+                if errors or not (_made_progress(cache, free) or _held_elsewhere(cache, free)):
                     break
                 continue
             shards = make_shards(free, pieces=workers)
@@ -298,8 +314,10 @@ def run_sweep(
                 tick()
                 time.sleep(poll_seconds)
             errors += pool.failures()
-            if errors or not _made_progress(cache, free):
+            if errors:
                 break
+            if not _made_progress(cache, free) and not _held_elsewhere(cache, free):
+                break  # a stuck run; runs that another live process claimed first are awaited
     except KeyboardInterrupt:
         pool.stop()
         if backend is not None:
@@ -307,7 +325,7 @@ def run_sweep(
         raise
     finally:
         unregister_driver(record)
-    final = progress(cache, preset.name, started, baseline)
+    final = progress(cache, preset.name, started, baseline, ids)
     if on_progress:
         on_progress(final)
     return final, errors
@@ -332,3 +350,8 @@ def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:
     """Whether a round finished any of its runs (guards against spinning on a stuck run)."""
     now = {r.run_id: r for r in cache.runs(run_ids=[r.run_id for r in todo])}
     return any(now[r.run_id].status in FINAL_STATES for r in todo if r.run_id in now)
+
+
+def _held_elsewhere(cache: Cache, runs: Sequence[RunInfo]) -> bool:
+    """Whether any of the runs is leased by a live worker (ours have all exited by now)."""
+    return any(r.state == "running" for r in cache.runs(run_ids=[r.run_id for r in runs]))

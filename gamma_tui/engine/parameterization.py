@@ -141,9 +141,7 @@ class EnsembleMLP:
         z = self._finish_layer(z, 0)
         pre = [z]
         for layer in range(1, self.arch.depth):
-            z = self._finish_layer(
-                torch.bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer
-            )
+            z = self._finish_layer(_bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer)
             pre.append(z)
         return z, pre
 
@@ -170,7 +168,7 @@ class EnsembleMLP:
             weight = self.weight(layer)
             below = None
             if layer > 0:
-                below = torch.bmm(grad, weight) * scale
+                below = _bmm(grad, weight) * scale
                 if self.arch.activation == "relu":
                     below = below * (pre[layer - 1] > 0)
             if layer == 0:
@@ -223,3 +221,15 @@ def loss_and_grad(
         )
         grad = grad * (1.0 / batch)
     return value, grad * (inv_gamma * step_size[:, None, None])
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm whose per-member result does not depend on the ensemble size E.
+
+    With a batch of one, torch.bmm takes another GEMM path with other float rounding, so a
+    run trained or resumed alone would drift from the same run inside an ensemble; a
+    stride-0 batch of two takes the batched path and costs no copy.
+    """
+    if a.shape[0] == 1:
+        return torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
+    return torch.bmm(a, b)

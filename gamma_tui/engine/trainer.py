@@ -11,6 +11,7 @@ Losses stay on the device and are read every `sync_every` steps, the only host s
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.cache import Cache, CacheError, Progress, next_boundary, reduce_losses
 from gamma_tui.config import NetworkConfig, RunSpec
 from gamma_tui.engine.convnet import ConvArchitecture
 from gamma_tui.engine.data import Stream, make_stream
@@ -150,9 +151,11 @@ class ShardTrainer:
                 active += joining
             model = self.model
             assert model is not None
-            horizon = min(
-                [m.target_steps for m in active] + cohorts[:1] + [step + self.options.sync_every]
-            )
+            # syncs (so commits and checkpoints) land on recording-window boundaries: past the
+            # curve cap a commit in mid-window would split the window, and where commits fall
+            # depends on wall-clock time, so the curve would too
+            sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
+            horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
             losses = self._run_steps(model, active, step, horizon)
             step = horizon
             self._record(active, losses, step)
@@ -177,7 +180,11 @@ class ShardTrainer:
         members = []
         for run_id, spec_dict in self.cache.specs(run_ids).items():
             info = infos[run_id]
-            saved = self.cache.checkpoint(run_id)
+            try:
+                saved = self.cache.checkpoint(run_id)
+            except CacheError as error:  # retrain from step 0 rather than fail forever
+                print(f"{error}; restarting the run from step 0", file=sys.stderr, flush=True)
+                saved = None
             start = saved[0] if saved else 0
             if start != info.steps_done:
                 self.cache.rewind(run_id, start)

@@ -53,9 +53,14 @@ class GammaApp(App[None]):
         Binding("ctrl+q", "quit", "quit", show=False, priority=True),
     ]
 
-    def __init__(self, cache_dir: Path, preset: Path | None = None,
-                 preset_dirs: Sequence[Path] = (), poll_seconds: float = 0.5,
-                 start_screen: str | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        preset: Path | None = None,
+        preset_dirs: Sequence[Path] = (),
+        poll_seconds: float = 0.5,
+        start_screen: str | None = None,
+    ) -> None:
         super().__init__()
         self.cache_dir = Path(cache_dir)
         """The run cache this app reads."""
@@ -83,14 +88,21 @@ class GammaApp(App[None]):
     def on_mount(self) -> None:
         """Set up once the widgets exist."""
         self.watcher.start()  # reads the cache while the screens are built and painted
-        self._screens = {"launcher": LauncherScreen(), "dashboard": DashboardScreen(),
-                         "collapse": CollapseScreen(), "browser": BrowserScreen()}
+        self._screens = {
+            "launcher": LauncherScreen(),
+            "dashboard": DashboardScreen(),
+            "collapse": CollapseScreen(),
+            "browser": BrowserScreen(),
+        }
         for name, screen in self._screens.items():
             self.install_screen(screen, name)
         self.push_screen(self.start_screen or "launcher")
         self.set_interval(1.0, self._check_drivers)
-        if self.initial_preset is not None and not self.initial_preset.exists() \
-                and self.initial_preset != DEFAULT_PRESET:
+        if (
+            self.initial_preset is not None
+            and not self.initial_preset.exists()
+            and self.initial_preset != DEFAULT_PRESET
+        ):
             self.notify(f"{self.initial_preset}: no such preset file", severity="warning")
 
     def on_unmount(self) -> None:
@@ -120,21 +132,28 @@ class GammaApp(App[None]):
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """The command palette: screens, this screen's actions, then textual's own commands."""
         for index, name in enumerate(SCREENS, start=1):
-            yield SystemCommand(f"Open {name}", f"switch to the {name} screen (key {index})",
-                                lambda name=name: self.action_show(name))
+            yield SystemCommand(
+                f"Open {name}",
+                f"switch to the {name} screen (key {index})",
+                lambda name=name: self.action_show(name),
+            )
         for binding in getattr(screen, "BINDINGS", []):
             if isinstance(binding, Binding) and binding.description:
                 yield SystemCommand(
-                    f"{screen.id}: {binding.description}", f"key {binding.key}",
-                    lambda action=binding.action, target=screen:
-                    self.call_later(target.run_action, action))
+                    f"{screen.id}: {binding.description}",
+                    f"key {binding.key}",
+                    lambda action=binding.action, target=screen: self.call_later(
+                        target.run_action, action
+                    ),
+                )
         yield SystemCommand("Help", "every key binding (?)", self.action_help)
         yield from super().get_system_commands(screen)
 
     async def action_quit(self) -> None:
         """Quit; if workers started here still train, ask whether to stop them."""
-        running = [name for name, driver in self.drivers.items()
-                   if driver.alive() and not driver.stopping]
+        running = [
+            name for name, driver in self.drivers.items() if driver.alive() and not driver.stopping
+        ]
         if not running:
             self.exit()
             return
@@ -193,8 +212,12 @@ class GammaApp(App[None]):
 
     def on_cache_event(self, message: CacheEvent) -> None:
         """Tell the user (a sweep finished, a run failed, the cache broke)."""
-        self.notify(message.text, title=message.title, severity=message.severity,  # type: ignore[arg-type]
-                    timeout=12 if message.severity == "error" else 6)
+        self.notify(
+            message.text,
+            title=message.title,
+            severity=message.severity,  # type: ignore[arg-type]
+            timeout=12 if message.severity == "error" else 6,
+        )
 
     def on_sweep_gone(self, message: SweepGone) -> None:
         """Forget a sweep that left the cache."""
@@ -226,8 +249,10 @@ class GammaApp(App[None]):
         except OSError as error:
             self.notify(f"cannot start {preset.name}: {error}", severity="error")
             return
-        self.notify(f"started {preset.name}: {preset.run_count()} runs "
-                    f"(log in {self.cache_dir / 'logs'})", title="sweep started")
+        self.notify(
+            f"started {preset.name}: {preset.run_count()} runs (log in {self.cache_dir / 'logs'})",
+            title="sweep started",
+        )
         self.open_sweep(preset.name)
 
     def stop_sweep(self, name: str) -> None:
@@ -236,8 +261,7 @@ class GammaApp(App[None]):
         driver = self.drivers.get(name)
         if driver is not None and driver.alive():
             driver.stop()
-            self.notify(f"stopping {name}: workers checkpoint and exit; start it again to "
-                        "resume")
+            self.notify(f"stopping {name}: workers checkpoint and exit; start it again to resume")
             return
         self._stop_elsewhere(name)
 
@@ -253,12 +277,14 @@ class GammaApp(App[None]):
             self.post_message(CacheEvent(f"cannot stop {name}: {error}", "error", "stop"))
             return
         if stopped:
-            text = (f"sent SIGTERM to {len(stopped)} process(es) of {name}; runs keep their "
-                    "checkpoints")
+            text = (
+                f"sent SIGTERM to {len(stopped)} process(es) of {name}; runs keep their checkpoints"
+            )
             self.post_message(CacheEvent(text, "information", "stopping"))
         else:
-            self.post_message(CacheEvent(f"{name} has no running process on this host",
-                                         "warning", "stop"))
+            self.post_message(
+                CacheEvent(f"{name} has no running process on this host", "warning", "stop")
+            )
 
     def _check_drivers(self) -> None:
         """Report drivers that exited with an error (once each)."""
@@ -279,24 +305,36 @@ class GammaApp(App[None]):
         except CacheError as error:
             self.post_message(CacheEvent(str(error), "error", "delete failed"))
             return
-        self.post_message(CacheEvent(f"deleted {name} and {count} run(s)", "information",
-                                     "deleted"))
+        self.post_message(
+            CacheEvent(f"deleted {name} and {count} run(s)", "information", "deleted")
+        )
         self.watcher.refresh()
 
     @work(thread=True, group="export")
     def export_sweep(self, name: str) -> None:
         """Write CACHE/exports/NAME.csv with `gamma-tui export` (the CLI's code path)."""
         output = self.cache_dir / "exports" / f"{name}.csv"
-        command = [sys.executable, "-m", "gamma_tui", "export", name, "-o", str(output),
-                   "--cache", str(self.cache_dir)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                                stdin=subprocess.DEVNULL)
+        command = [
+            sys.executable,
+            "-m",
+            "gamma_tui",
+            "export",
+            name,
+            "-o",
+            str(output),
+            "--cache",
+            str(self.cache_dir),
+        ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
+        )
         if result.returncode == 0:
             self.post_message(CacheEvent(f"wrote {output}", "information", "exported"))
         else:
             detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            self.post_message(CacheEvent(f"export of {name} failed: {detail[0]}", "error",
-                                         "export failed"))
+            self.post_message(
+                CacheEvent(f"export of {name} failed: {detail[0]}", "error", "export failed")
+            )
 
 
 PRESETS_ENV = "GAMMA_TUI_PRESETS"
@@ -324,5 +362,8 @@ def run_app(cache_dir: Path, preset: Path, preset_dirs: Sequence[Path] = ()) -> 
     app.run()
     left = [name for name, driver in app.drivers.items() if driver.alive() and not driver.stopping]
     if left:
-        print(f"gamma-tui: {', '.join(left)} keep(s) training in the background; reopen with "
-              f"`gamma-tui --cache {cache_dir}` to watch", file=sys.stderr)
+        print(
+            f"gamma-tui: {', '.join(left)} keep(s) training in the background; reopen with "
+            f"`gamma-tui --cache {cache_dir}` to watch",
+            file=sys.stderr,
+        )

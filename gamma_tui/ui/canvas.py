@@ -24,15 +24,33 @@ _BRAILLE = np.array([" "] + [chr(0x2800 + code) for code in range(1, 256)], dtyp
 
 # Viridis at 9 stops: perceptually uniform and monotonic in lightness, so it stays readable
 # when NO_COLOR turns it into grey levels; no red in it, so red can mean "diverged".
-_VIRIDIS = np.array([
-    (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
-    (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
-], dtype=np.float64)
+_VIRIDIS = np.array(
+    [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ],
+    dtype=np.float64,
+)
 # Plasma-like ramp for curve families (ordered knob values): blue to orange.
-_RAMP = np.array([
-    (88, 101, 242), (126, 87, 230), (170, 76, 200), (210, 80, 160), (240, 100, 110),
-    (250, 140, 60), (240, 190, 40),
-], dtype=np.float64)
+_RAMP = np.array(
+    [
+        (88, 101, 242),
+        (126, 87, 230),
+        (170, 76, 200),
+        (210, 80, 160),
+        (240, 100, 110),
+        (250, 140, 60),
+        (240, 190, 40),
+    ],
+    dtype=np.float64,
+)
 
 
 def _interpolate(table: np.ndarray, fraction: np.ndarray) -> np.ndarray:
@@ -57,8 +75,9 @@ def ramp(count: int) -> list[RGB]:
 
 def blend(color: RGB, background: RGB, share: float) -> RGB:
     """`share` of color over background."""
-    r, g, b = (int(round(c * share + d * (1 - share)))
-               for c, d in zip(color, background, strict=True))
+    r, g, b = (
+        int(round(c * share + d * (1 - share))) for c, d in zip(color, background, strict=True)
+    )
     return (r, g, b)
 
 
@@ -86,8 +105,15 @@ class CharCanvas:
         self.has_bg = np.zeros(shape, dtype=bool)
         self.bold = np.zeros(shape, dtype=bool)
 
-    def text(self, row: int, column: int, text: str, fg: RGB | None = None,
-             bg: RGB | None = None, bold: bool = False) -> None:
+    def text(
+        self,
+        row: int,
+        column: int,
+        text: str,
+        fg: RGB | None = None,
+        bg: RGB | None = None,
+        bold: bool = False,
+    ) -> None:
         """Write a string at (row, column), clipped to the canvas."""
         if not 0 <= row < self.height:
             return
@@ -101,15 +127,23 @@ class CharCanvas:
                     self.bg[row, x], self.has_bg[row, x] = bg, True
                 self.bold[row, x] = bold
 
-    def braille(self, dots: np.ndarray, color_index: np.ndarray, palette: np.ndarray,
-                top: int = 0, left: int = 0) -> None:
+    def braille(
+        self,
+        dots: np.ndarray,
+        color_index: np.ndarray,
+        palette: np.ndarray,
+        top: int = 0,
+        left: int = 0,
+    ) -> None:
         """Overlay braille dots (4h, 2w) whose cells take colors palette[color_index (h, w)].
 
         Only cells with at least one dot and no text already written are changed.
         """
         height, width = dots.shape[0] // 4, dots.shape[1] // 2
-        codes = (dots[: height * 4, : width * 2].reshape(height, 4, width, 2)
-                 * _BRAILLE_BITS[None, :, None, :]).sum(axis=(1, 3))
+        codes = (
+            dots[: height * 4, : width * 2].reshape(height, 4, width, 2)
+            * _BRAILLE_BITS[None, :, None, :]
+        ).sum(axis=(1, 3))
         region = (slice(top, top + height), slice(left, left + width))
         lit = (codes > 0) & (self.chars[region] == " ")
         glyphs = _BRAILLE[codes]
@@ -120,7 +154,7 @@ class CharCanvas:
 
     def lines(self, default: Style) -> list[list[Segment]]:
         """One list of Segments per row, merging runs of equal style."""
-        key = (self.fg.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64))
+        key = self.fg.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1], dtype=np.int64)
         key = key * 2 + self.has_fg
         key = (key << 25) + (self.bg.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1]))
         key = ((key * 2 + self.has_bg) * 2) + self.bold
@@ -161,8 +195,9 @@ def polyline(dots: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
     dots[rows, columns] = True
 
 
-def polyline_dots(shape: tuple[int, ...], x: np.ndarray,
-                  y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def polyline_dots(
+    shape: tuple[int, ...], x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of the dots of a curve in dot coordinates; NaN breaks the curve.
 
     The curve is sampled at every dot column between its first and last finite point and
@@ -193,8 +228,9 @@ def polyline_dots(shape: tuple[int, ...], x: np.ndarray,
     return span_dots(rows, cols, np.round(low), np.round(high))
 
 
-def span_dots(rows: int, cols: np.ndarray, low: np.ndarray,
-              high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def span_dots(
+    rows: int, cols: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of every dot in the vertical spans low[i]..high[i] at cols[i] (NaN skipped)."""
     valid = np.isfinite(low) & np.isfinite(high) & (high >= 0) & (low <= rows - 1)
     cols = cols[valid]

@@ -59,8 +59,15 @@ MAX_HEAT_ROWS = 200
 DEFAULT_K = 1.0
 """k shown in t·η·γ^-k before a fit exists (until the user sets one)."""
 
-STATE_CODES = {"missing": 0, "queued": 1, "running": 2, "done": 3, "diverged": 4, "failed": 5,
-               "skipped": 6}
+STATE_CODES = {
+    "missing": 0,
+    "queued": 1,
+    "running": 2,
+    "done": 3,
+    "diverged": 4,
+    "failed": 5,
+    "skipped": 6,
+}
 """Small integers for cell states, used by the heatmap renderer."""
 
 
@@ -197,8 +204,9 @@ class CollapseResult:
     reason: str
 
 
-def compute_frame(sweep: str, version: int, curves: Sequence[RunCurve],
-                  step: float | None) -> Frame:
+def compute_frame(
+    sweep: str, version: int, curves: Sequence[RunCurve], step: float | None
+) -> Frame:
     """The analysis frame of a sweep's curves at `step`.
 
     Records after `step` cannot change loss_grid's answer at `step` except the first one (it
@@ -211,8 +219,9 @@ def compute_frame(sweep: str, version: int, curves: Sequence[RunCurve],
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = grid.mean_loss
         log10_loss = np.where(mean > 0, np.log10(mean), np.nan)
-    return Frame(sweep, version, step, grid, tuple(eta_star(grid)), tuple(eta_div(grid)),
-                 log10_loss)
+    return Frame(
+        sweep, version, step, grid, tuple(eta_star(grid)), tuple(eta_div(grid)), log10_loss
+    )
 
 
 def smooth_rows(log10_loss: np.ndarray, log10_top: float) -> np.ndarray:
@@ -262,8 +271,7 @@ def slider_steps(total_steps: int) -> tuple[float | None, ...]:
     """Log-spaced step-slider positions from 1 to the sweep's steps, then None (latest)."""
     top = max(1, int(total_steps))
     count = int(math.floor(math.log10(top) * SLIDER_PER_DECADE + 1e-9))
-    values = sorted({int(round(10 ** (i / SLIDER_PER_DECADE))) for i in range(count + 1)}
-                    | {top})
+    values = sorted({int(round(10 ** (i / SLIDER_PER_DECADE))) for i in range(count + 1)} | {top})
     return (*(float(v) for v in values), None)
 
 
@@ -287,8 +295,9 @@ class _BinnedCurve:
         steps, loss = steps[keep], np.asarray(loss[keep], dtype=np.float64)
         if steps.size == 0 or self.log10_top <= 0:
             return self
-        index = np.clip((np.log10(steps) / self.log10_top * PLOT_POINTS).astype(int), 0,
-                        PLOT_POINTS - 1)
+        index = np.clip(
+            (np.log10(steps) / self.log10_top * PLOT_POINTS).astype(int), 0, PLOT_POINTS - 1
+        )
         finite = np.isfinite(loss) & (loss > 0)
         self.sums += np.bincount(index[finite], loss[finite], PLOT_POINTS)
         self.counts += np.bincount(index[finite], None, PLOT_POINTS)
@@ -300,8 +309,9 @@ class _BinnedCurve:
     def reduced(self) -> np.ndarray:
         """log10 of the bin means; empty bins between records interpolated; NaN after a blow-up."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.where(self.counts > 0, np.log10(self.sums / np.maximum(self.counts, 1)),
-                           np.nan)
+            out = np.where(
+                self.counts > 0, np.log10(self.sums / np.maximum(self.counts, 1)), np.nan
+            )
         # Early bins are finer than one step: fill the empty ones between records.
         filled = np.flatnonzero(self.counts > 0)
         if filled.size > 1:
@@ -342,8 +352,9 @@ class SnapshotBuilder:
         """Every sweep with its run counts."""
         return Catalog(tuple(cache.sweeps()), str(cache.root))
 
-    def snapshot(self, cache: Cache, name: str, step: float | None,
-                 quick: bool = False) -> SweepSnapshot:
+    def snapshot(
+        self, cache: Cache, name: str, step: float | None, quick: bool = False
+    ) -> SweepSnapshot:
         """The sweep `name` now, with its analysis frame at `step`.
 
         quick=True leaves out plateau times not known yet (NaN) to paint a sweep sooner;
@@ -361,19 +372,29 @@ class SnapshotBuilder:
         loss_range = _color_range(reduced, [r.status for r in runs])
         config = info.config
         return SweepSnapshot(
-            name=name, version=self.builds, info=info, runs=tuple(runs), curves=tuple(curves),
+            name=name,
+            version=self.builds,
+            info=info,
+            runs=tuple(runs),
+            curves=tuple(curves),
             log10_t=(np.arange(PLOT_POINTS) + 0.5) / PLOT_POINTS * log10_top,
-            log10_loss=reduced, smooth_log10_loss=smooth_rows(reduced, log10_top),
-            plateau=plateau, cell_of_run=_cells(runs, layout),
-            layout=layout, frame=frame, progress=self._progress(cache, name, runs),
-            slider=slider_steps(info.steps), loss_range=loss_range,
+            log10_loss=reduced,
+            smooth_log10_loss=smooth_rows(reduced, log10_top),
+            plateau=plateau,
+            cell_of_run=_cells(runs, layout),
+            layout=layout,
+            frame=frame,
+            progress=self._progress(cache, name, runs),
+            slider=slider_steps(info.steps),
+            loss_range=loss_range,
             depth=int(config.get("network", {}).get("depth", 2)),
             relative_eta=config.get("eta", {}).get("scale") == "relative",
             built_seconds=time.perf_counter() - started,
         )
 
-    def _reductions(self, runs: Sequence[RunInfo], curves: Sequence[RunCurve],
-                    log10_top: float, quick: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _reductions(
+        self, runs: Sequence[RunInfo], curves: Sequence[RunCurve], log10_top: float, quick: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Reduced curves and plateau times; a run that only grew bins its new records only."""
         now = time.monotonic()
         reduced = np.full((len(runs), PLOT_POINTS), np.nan)
@@ -391,12 +412,23 @@ class SnapshotBuilder:
             reduced[i], plateau[i] = memo.reduced, memo.plateau
         return reduced, plateau
 
-    def _update(self, memo: _RunMemo | None, key: tuple[object, ...], run: RunInfo,
-                curve: RunCurve, log10_top: float, now: float, quick: bool) -> _RunMemo:
+    def _update(
+        self,
+        memo: _RunMemo | None,
+        key: tuple[object, ...],
+        run: RunInfo,
+        curve: RunCurve,
+        log10_top: float,
+        now: float,
+        quick: bool,
+    ) -> _RunMemo:
         """A run's memo after its curve changed."""
-        grew = (memo is not None and memo.binned.log10_top == log10_top
-                and 0 < memo.records <= curve.steps.size
-                and curve.steps[memo.records - 1] == memo.last_step)
+        grew = (
+            memo is not None
+            and memo.binned.log10_top == log10_top
+            and 0 < memo.records <= curve.steps.size
+            and curve.steps[memo.records - 1] == memo.last_step
+        )
         if grew:
             assert memo is not None
             binned = memo.binned.add(curve.steps[memo.records :], curve.loss[memo.records :])
@@ -407,8 +439,7 @@ class SnapshotBuilder:
             value, stamp, reach = math.nan, -math.inf, 0.0  # computed by the next full build
         else:
             value, stamp, reach = _plateau_memo(memo, curve, run, now, grew)
-        return _RunMemo(key, binned, curve.steps.size, last, binned.reduced(), value, stamp,
-                        reach)
+        return _RunMemo(key, binned, curve.steps.size, last, binned.reduced(), value, stamp, reach)
 
     def _progress(self, cache: Cache, name: str, runs: Sequence[RunInfo]) -> SweepProgress:
         """Counts and totals from runner.progress, its rate over the trailing window."""
@@ -424,8 +455,9 @@ class SnapshotBuilder:
         return progress(cache, name, started, at_start)
 
 
-def _plateau_memo(memo: _RunMemo | None, curve: RunCurve, run: RunInfo, now: float,
-                  grew: bool) -> tuple[float, float, float]:
+def _plateau_memo(
+    memo: _RunMemo | None, curve: RunCurve, run: RunInfo, now: float, grew: bool
+) -> tuple[float, float, float]:
     """(plateau time, when computed, last step then) of a run, reused when it cannot change.
 
     t½ depends on records within ±0.05 decades (analysis's smoothing) of the crossing, so once
@@ -433,8 +465,10 @@ def _plateau_memo(memo: _RunMemo | None, curve: RunCurve, run: RunInfo, now: flo
     move it. A run still on its plateau is recomputed at most every PLATEAU_REFRESH_SECONDS.
     """
     if memo is not None and grew:
-        settled = math.isfinite(memo.plateau) and \
-            math.log10(1 + memo.plateau_last) > math.log10(1 + memo.plateau) + 0.06
+        settled = (
+            math.isfinite(memo.plateau)
+            and math.log10(1 + memo.plateau_last) > math.log10(1 + memo.plateau) + 0.06
+        )
         fresh = now - memo.plateau_at < PLATEAU_REFRESH_SECONDS and run.status not in FINAL_STATES
         if settled or fresh:
             return memo.plateau, memo.plateau_at, memo.plateau_last
@@ -470,6 +504,7 @@ def _plateau(curve: RunCurve) -> float:
 
 def _cells(runs: Sequence[RunInfo], layout: HeatLayout) -> np.ndarray:
     """(γ index, η index) of each run, matched like analysis does (12 significant digits)."""
+
     def index(values: np.ndarray) -> dict[float, int]:
         """Grid values keyed like analysis keys them."""
         return {float(f"{v:.12g}"): i for i, v in enumerate(values.tolist())}
@@ -477,14 +512,23 @@ def _cells(runs: Sequence[RunInfo], layout: HeatLayout) -> np.ndarray:
     gammas, etas = index(layout.gammas), index(layout.etas)
     cells = np.full((len(runs), 2), -1, dtype=int)
     for i, run in enumerate(runs):
-        cells[i] = (gammas.get(float(f"{run.gamma:.12g}"), -1),
-                    etas.get(float(f"{run.eta:.12g}"), -1))
+        cells[i] = (
+            gammas.get(float(f"{run.gamma:.12g}"), -1),
+            etas.get(float(f"{run.eta:.12g}"), -1),
+        )
     return cells
 
 
-def collapse(snapshot: SweepSnapshot, variable: str, k: float | None, eta_offset: int,
-             large_gamma_only: bool, fit: CollapseFit | None = None,
-             frame: Frame | None = None, smooth: bool = True) -> CollapseResult:
+def collapse(
+    snapshot: SweepSnapshot,
+    variable: str,
+    k: float | None,
+    eta_offset: int,
+    large_gamma_only: bool,
+    fit: CollapseFit | None = None,
+    frame: Frame | None = None,
+    smooth: bool = True,
+) -> CollapseResult:
     """Curves at η*(γ) (shifted by `eta_offset` grid steps) on a rescaled time axis.
 
     The fit (analysis.fit_collapse_k over every seed's full curve, x = t·η·γ^-k) is reused
@@ -518,16 +562,25 @@ def collapse(snapshot: SweepSnapshot, variable: str, k: float | None, eta_offset
             if run.status == "diverged":
                 continue
             half = float(own_half) if math.isfinite(own_half) else None
-            pairs.append((rescale_time(run.steps, variable, gamma, eta, k=k_arg, t_half=half),
-                          run.loss))
+            pairs.append(
+                (rescale_time(run.steps, variable, gamma, eta, k=k_arg, t_half=half), run.loss)
+            )
             raw_pairs.append((run.steps, run.loss))
     log_x = variable != "t_minus_t_half"
     reason = fit.reason
     if not members:
         reason = "no γ has an η* yet" + (" above γ = 1" if large_gamma_only else "")
     return CollapseResult(
-        snapshot.name, snapshot.version, variable, k_used, eta_offset, tuple(curves), fit,
-        collapse_spread(pairs, log_x=log_x), collapse_spread(raw_pairs, log_x=True), log_x,
+        snapshot.name,
+        snapshot.version,
+        variable,
+        k_used,
+        eta_offset,
+        tuple(curves),
+        fit,
+        collapse_spread(pairs, log_x=log_x),
+        collapse_spread(raw_pairs, log_x=True),
+        log_x,
         reason,
     )
 

@@ -80,13 +80,22 @@ def register_fake(cache: Cache, preset_text: str) -> tuple[Preset, list[RunSpec]
     """Register the preset's sweep in the cache; returns the preset and its specs."""
     preset = parse_preset(preset_text)
     specs = expand(preset)
-    cache.register_sweep(preset.name, preset_text, preset.model_dump(mode="json"), specs,
-                         preset.train.steps, None)
+    cache.register_sweep(
+        preset.name, preset_text, preset.model_dump(mode="json"), specs, preset.train.steps, None
+    )
     return preset, specs
 
 
-def commit_fake(cache: Cache, preset: Preset, spec: RunSpec, status: str, steps_done: int,
-                start: int = 0, owner: str = FAKE_OWNER, error: str | None = None) -> None:
+def commit_fake(
+    cache: Cache,
+    preset: Preset,
+    spec: RunSpec,
+    status: str,
+    steps_done: int,
+    start: int = 0,
+    owner: str = FAKE_OWNER,
+    error: str | None = None,
+) -> None:
     """Commit the synthetic curve of one run over [start, steps_done) with the given status."""
     if not cache.claim([spec.run_id], owner, ttl=FOREVER):
         return
@@ -95,17 +104,23 @@ def commit_fake(cache: Cache, preset: Preset, spec: RunSpec, status: str, steps_
         status, steps_done = "diverged", diverged + 1
         losses = losses[: max(0, steps_done - start)]
     if status == "failed":
-        cache.commit(owner, [Progress(spec.run_id, steps_done, [], None, "running", None, None)],
-                     ttl=FOREVER)
+        cache.commit(
+            owner, [Progress(spec.run_id, steps_done, [], None, "running", None, None)], ttl=FOREVER
+        )
         cache.fail(owner, error or "RuntimeError: synthetic failure")
         return
     chunks = reduce_losses(start, losses, preset.train.curve_cap)
     finite = losses[np.isfinite(losses)]
     update = Progress(
-        run_id=spec.run_id, steps_done=steps_done, chunks=chunks, checkpoint=None,
-        status=status, init_loss=float(losses[0]) if start == 0 and len(losses) else None,
+        run_id=spec.run_id,
+        steps_done=steps_done,
+        chunks=chunks,
+        checkpoint=None,
+        status=status,
+        init_loss=float(losses[0]) if start == 0 and len(losses) else None,
         last_loss=float(finite[-1]) if finite.size else None,
-        diverged_step=diverged if status == "diverged" else None, wall_seconds=0.01,
+        diverged_step=diverged if status == "diverged" else None,
+        wall_seconds=0.01,
     )
     cache.commit(owner, [update], ttl=FOREVER)
 
@@ -154,8 +169,9 @@ def write_demo_cache(cache: Cache) -> None:
     text = fake_preset_text("demo")
     preset = parse_preset(text)
     write_fake_sweep(cache, text, mixed_states(preset))
-    write_fake_sweep(cache, fake_preset_text("finished", gammas=(0.01, 100.0, 1.0), seeds=1,
-                                             steps=500, depth=3))
+    write_fake_sweep(
+        cache, fake_preset_text("finished", gammas=(0.01, 100.0, 1.0), seeds=1, steps=500, depth=3)
+    )
 
 
 PINNED_TIME = 1_767_225_600.0

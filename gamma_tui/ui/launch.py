@@ -74,12 +74,16 @@ class Driver:
         if self.log.exists():
             lines = self.log.read_text(errors="replace").strip().splitlines()
             tail = " | ".join(lines[-3:])
-        return f"driver of {self.sweep} exited with status {code}: {tail or 'no output'} " \
-               f"(log: {self.log})"
+        return (
+            f"driver of {self.sweep} exited with status {code}: {tail or 'no output'} "
+            f"(log: {self.log})"
+        )
 
 
-def find_presets(directories: Iterable[Path], edited_dir: Path | None = None,
-                 ) -> list[tuple[Path, str]]:
+def find_presets(
+    directories: Iterable[Path],
+    edited_dir: Path | None = None,
+) -> list[tuple[Path, str]]:
     """Every *.toml under the directories (recursively) once, with a short label each.
 
     The label is the path inside its directory without '.toml' ('paper/mlp-L2'); presets
@@ -157,20 +161,35 @@ def write_edited(cache_dir: Path, preset: Preset) -> Path:
     return path
 
 
-def start_driver(cache_dir: Path, preset_path: Path, sweep: str,
-                 sets: Iterable[str] = ()) -> Driver:
+def start_driver(
+    cache_dir: Path, preset_path: Path, sweep: str, sets: Iterable[str] = ()
+) -> Driver:
     """Spawn a detached headless `gamma-tui run` for the preset; its output goes to a log."""
     logs = cache_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"driver-{sweep}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     # --yes: the launcher showed the estimate and asked about huge sweeps itself.
-    command = [sys.executable, "-m", "gamma_tui", "run", str(preset_path), "--quiet", "--yes",
-               "--cache", str(cache_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "gamma_tui",
+        "run",
+        str(preset_path),
+        "--quiet",
+        "--yes",
+        "--cache",
+        str(cache_dir),
+    ]
     for item in sets:
         command += ["--set", item]
     with log.open("wb") as handle:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Driver(sweep, process, log, time.time())
 
 
@@ -181,19 +200,27 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
     with Cache(cache_dir) as cache:
         wanted = {s.run_id for s in specs}
         cached = [r for r in cache.runs(run_ids=list(wanted))]
-    finished = sum(1 for r in cached if r.status in FINAL_STATES
-                   and (r.steps_done >= preset.train.steps or r.status == "diverged"))
+    finished = sum(
+        1
+        for r in cached
+        if r.status in FINAL_STATES
+        and (r.steps_done >= preset.train.steps or r.status == "diverged")
+    )
     skipped = sum(1 for r in cached if r.status == "skipped")
     partial = len(cached) - finished - skipped
-    steps_left = sum(max(0, preset.train.steps - r.steps_done) for r in cached
-                     if r.status != "diverged") + (len(specs) - len(cached)) * preset.train.steps
+    steps_left = (
+        sum(max(0, preset.train.steps - r.steps_done) for r in cached if r.status != "diverged")
+        + (len(specs) - len(cached)) * preset.train.steps
+    )
     shards = len({s.shard_key for s in specs})
     flops = 6.0 * preset.train.batch_size * preset.parameter_count() * steps_left
-    return (f"[b]{len(specs)}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
-            f"cached: [b]{finished}[/] finished, {partial} partial"
-            + (f", {skipped} cut off" if skipped else "")
-            + f" · to train: ≤{_si(steps_left)} run-steps in {shards} ensemble shard(s), "
-            f"≈{_si(flops)}FLOP")
+    return (
+        f"[b]{len(specs)}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
+        f"cached: [b]{finished}[/] finished, {partial} partial"
+        + (f", {skipped} cut off" if skipped else "")
+        + f" · to train: ≤{_si(steps_left)} run-steps in {shards} ensemble shard(s), "
+        f"≈{_si(flops)}FLOP"
+    )
 
 
 def _si(value: float) -> str:

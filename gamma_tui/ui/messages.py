@@ -48,9 +48,12 @@ class FrameReady(Message):
 
     def can_replace(self, message: Message) -> bool:
         """A newer message of the same kind replaces this one in the queue."""
-        return (isinstance(message, FrameReady) and message.frame.step == self.frame.step
-                and message.frame.sweep == self.frame.sweep
-                and message.frame.version <= self.frame.version)
+        return (
+            isinstance(message, FrameReady)
+            and message.frame.step == self.frame.step
+            and message.frame.sweep == self.frame.sweep
+            and message.frame.version <= self.frame.version
+        )
 
 
 class CollapseReady(Message):

@@ -45,8 +45,10 @@ GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "ski
 """The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
 
 # Which state a cell shows when two η of one column fall into one row (irregular grids).
-_PRECEDENCE = [STATE_CODES[s] for s in
-               ("diverged", "failed", "running", "queued", "done", "skipped", "missing")]
+_PRECEDENCE = [
+    STATE_CODES[s]
+    for s in ("diverged", "failed", "running", "queued", "done", "skipped", "missing")
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,8 +125,9 @@ class HeatGeometry:
 
     def dot_y(self, row: np.ndarray | float) -> np.ndarray:
         """Braille dot rows (from the grid top) of fractional row positions."""
-        return np.asarray((self.first + self.visible - 0.5 - np.asarray(row)) * self.height
-                          / self.visible * 4)
+        return np.asarray(
+            (self.first + self.visible - 0.5 - np.asarray(row)) * self.height / self.visible * 4
+        )
 
 
 def heat_geometry(layout: HeatLayout, width: int, height: int, cursor_row: int) -> HeatGeometry:
@@ -156,9 +159,14 @@ def cell_table(model: HeatmapModel) -> tuple[np.ndarray, np.ndarray]:
             row = int(layout.row_of_eta[h])
             state = STATE_CODES.get(str(model.state[g, h]), 0)
             loss = float(model.log10_loss[g, h])
-            better = not taken[g, row] or rank[state] < rank[code[g, row]] or (
-                state == code[g, row] and np.nan_to_num(loss, nan=np.inf)
-                < np.nan_to_num(value[g, row], nan=np.inf))
+            better = (
+                not taken[g, row]
+                or rank[state] < rank[code[g, row]]
+                or (
+                    state == code[g, row]
+                    and np.nan_to_num(loss, nan=np.inf) < np.nan_to_num(value[g, row], nan=np.inf)
+                )
+            )
             if better:
                 taken[g, row], code[g, row], value[g, row] = True, state, loss
     return value, code
@@ -183,8 +191,13 @@ def draw_heatmap(model: HeatmapModel | None, width: int, height: int) -> CharCan
     return canvas
 
 
-def _paint_cells(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry,
-                 value: np.ndarray, code: np.ndarray) -> None:
+def _paint_cells(
+    canvas: CharCanvas,
+    model: HeatmapModel,
+    geometry: HeatGeometry,
+    value: np.ndarray,
+    code: np.ndarray,
+) -> None:
     """Background color and state glyph of every visible cell."""
     low, high = model.loss_range
     colors = viridis((value - low) / max(high - low, 1e-9))
@@ -214,8 +227,13 @@ def _cell_background(state: str, finite: bool, color: RGB) -> RGB | None:
     """A cell's background: its loss color, or the color of a state without a loss."""
     if state in ("done", "running") and finite:
         return color
-    return {"queued": QUEUED_BG, "running": RUNNING_BG, "diverged": DIVERGED_BG,
-            "failed": FAILED_BG, "done": RUNNING_BG}.get(state)
+    return {
+        "queued": QUEUED_BG,
+        "running": RUNNING_BG,
+        "diverged": DIVERGED_BG,
+        "failed": FAILED_BG,
+        "done": RUNNING_BG,
+    }.get(state)
 
 
 def _contrast(background: RGB | None) -> RGB:
@@ -253,8 +271,14 @@ def _mark_cursor(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
             bg = rgb_of(canvas.bg[y, column]) if canvas.has_bg[y, column] else None
             canvas.text(y, column, bracket, fg=_contrast(bg), bg=bg, bold=True)
     else:
-        canvas.text(y, x, canvas.chars[y, x] if canvas.chars[y, x] != " " else "□",
-                    fg=model.background, bg=model.foreground, bold=True)
+        canvas.text(
+            y,
+            x,
+            canvas.chars[y, x] if canvas.chars[y, x] != " " else "□",
+            fg=model.background,
+            bg=model.foreground,
+            bold=True,
+        )
 
 
 def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
@@ -277,14 +301,14 @@ def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
     if layout.gammas.size > 1:
         slope = (log10_gammas[-1] - log10_gammas[0]) / (centres[-1] - centres[0])
         log10_gamma = np.interp(dot_x, centres, log10_gammas, left=np.nan, right=np.nan)
-        log10_gamma = np.where(np.isnan(log10_gamma),
-                               log10_gammas[0] + (dot_x - centres[0]) * slope, log10_gamma)
+        log10_gamma = np.where(
+            np.isnan(log10_gamma), log10_gammas[0] + (dot_x - centres[0]) * slope, log10_gamma
+        )
     else:
         log10_gamma = np.full(dot_x.size, log10_gammas[0])
     for index, exponent in enumerate((2.0, 2.0 / max(model.depth, 1), 1.0)):
         log10_eta = eta0 + exponent * (log10_gamma - gamma0)
-        rows, columns = polyline_dots(dots.shape, dot_x,
-                                      geometry.dot_y(layout.row_at(log10_eta)))
+        rows, columns = polyline_dots(dots.shape, dot_x, geometry.dot_y(layout.row_at(log10_eta)))
         dots[rows, columns] = True
         colors[rows // 4, columns // 2] = index
     palette = np.array(GUIDE_COLORS, dtype=np.uint8)
@@ -327,8 +351,9 @@ def _heat_axes(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) 
     canvas.text(axis_y + 1, 0, "γ", fg=fg, bold=True)
 
 
-def _gamma_labels(canvas: CharCanvas, layout: HeatLayout, geometry: HeatGeometry, y: int,
-                  color: RGB) -> None:
+def _gamma_labels(
+    canvas: CharCanvas, layout: HeatLayout, geometry: HeatGeometry, y: int, color: RGB
+) -> None:
     """γ under each column when it fits, else under the columns at whole decades."""
     labels = [short_number(float(g)) for g in layout.gammas]
     fits = all(len(label) < geometry.cell_width for label in labels)
@@ -388,8 +413,14 @@ def draw_curves(model: PlotModel | None, width: int, height: int) -> CharCanvas:
     return canvas
 
 
-def _band(canvas: CharCanvas, series: Series, to_dots: object, plot_width: int,
-          plot_height: int, background: RGB) -> None:
+def _band(
+    canvas: CharCanvas,
+    series: Series,
+    to_dots: object,
+    plot_width: int,
+    plot_height: int,
+    background: RGB,
+) -> None:
     """Shade the cells between a series' low and high curves (the seed band)."""
     assert series.low is not None and series.high is not None
     _, top = to_dots(series.x, series.high)  # type: ignore[operator]
@@ -410,8 +441,9 @@ def _band(canvas: CharCanvas, series: Series, to_dots: object, plot_width: int,
         canvas.has_bg[first : last + 1, GUTTER + column] = True
 
 
-def _curve_axes(canvas: CharCanvas, model: PlotModel, plot_width: int, plot_height: int,
-                dim: RGB) -> None:
+def _curve_axes(
+    canvas: CharCanvas, model: PlotModel, plot_width: int, plot_height: int, dim: RGB
+) -> None:
     """y ticks (decades of loss) at the left, x ticks below, an L-shaped axis."""
     (x0, x1), (y0, y1) = model.x_range, model.y_range
     for tick in nice_log_ticks(y0, y1, max(2, plot_height // 3)):

@@ -91,8 +91,9 @@ def progress_text(progress: SweepProgress, width: int) -> Text:
     if unfinished == 0 and progress.total:
         text.append("\nfinished", style="bold green")
     elif progress.steps_per_second > 0:
-        text.append(f"\n{compact(progress.steps_per_second)} steps/s · ETA "
-                    f"{duration(progress.eta_seconds)}")
+        text.append(
+            f"\n{compact(progress.steps_per_second)} steps/s · ETA {duration(progress.eta_seconds)}"
+        )
     else:
         text.append("\nsteps/s – · ETA –", style="dim")
     return text
@@ -131,8 +132,9 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
     text.append(f"  steps {'/'.join(str(s) for s in steps)} of {target}")
     diverged = [r.diverged_step for r in runs if r.diverged_step is not None]
     if diverged:
-        text.append(f"  diverged at {', '.join(str(d) for d in diverged)}",
-                    style=_state_style("diverged"))
+        text.append(
+            f"  diverged at {', '.join(str(d) for d in diverged)}", style=_state_style("diverged")
+        )
     text.append("\n")
     star, edge = frame.eta_star[g], frame.eta_div[g]
     text.append("η*(γ) ")
@@ -145,8 +147,10 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
     else:
         text.append("–")
     text.append("  η_div ")
-    text.append(("≥" if edge.at_edge and math.isfinite(edge.eta) else "")
-                + (short_number(edge.eta) if math.isfinite(edge.eta) else "–"))
+    text.append(
+        ("≥" if edge.at_edge and math.isfinite(edge.eta) else "")
+        + (short_number(edge.eta) if math.isfinite(edge.eta) else "–")
+    )
     errors = [r.error for r in runs if r.error]
     if errors:
         text.append(f"\nerror: {errors[0]}", style=f"bold {rgb(DIVERGED_FG)}")
@@ -157,12 +161,16 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
 
 def _state_style(state: str) -> str:
     """Text style of a state name."""
-    return {"diverged": f"bold {rgb(DIVERGED_FG)}", "failed": f"bold {rgb(FAILED_BG)}",
-            "running": "bold cyan", "queued": "dim", "done": "green"}.get(state, "")
+    return {
+        "diverged": f"bold {rgb(DIVERGED_FG)}",
+        "failed": f"bold {rgb(FAILED_BG)}",
+        "running": "bold cyan",
+        "queued": "dim",
+        "done": "green",
+    }.get(state, "")
 
 
-def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int,
-                relative: bool) -> Text:
+def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int, relative: bool) -> Text:
     """Color bar of log10 loss, the state glyphs and (if on) the guide lines."""
     low, high = loss_range
     text = Text()
@@ -205,8 +213,9 @@ def slider_text(steps: Sequence[float | None], index: int, width: int) -> Text:
     return text
 
 
-def family_legend(labels: Sequence[str], colors: Sequence[RGB], knob: str, width: int,
-                  highlight: str | None) -> Text:
+def family_legend(
+    labels: Sequence[str], colors: Sequence[RGB], knob: str, width: int, highlight: str | None
+) -> Text:
     """Legend of a curve family: each label in its color (the cursor's reversed), or a ramp."""
     text = Text()
     text.append(f"{knob} ", style="bold")

@@ -54,8 +54,9 @@ class CacheWatcher:
         self._last_key = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gamma-tui cache watcher",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="gamma-tui cache watcher", daemon=True
+        )
 
     def start(self) -> None:
         """Start polling."""
@@ -96,9 +97,13 @@ class CacheWatcher:
             except (CacheError, sqlite3.Error, OSError, ValueError) as error:
                 key = f"{type(error).__name__}: {error}"
                 if key != state.last_error:
-                    self.target.post_message(CacheEvent(
-                        f"{key}. The app keeps the last good data and retries.",
-                        "error", "cache"))
+                    self.target.post_message(
+                        CacheEvent(
+                            f"{key}. The app keeps the last good data and retries.",
+                            "error",
+                            "cache",
+                        )
+                    )
                 state.last_error = key
                 state.version = None  # retry the whole build next time
             self._wake.wait(0.0 if self.builder.plateaus_pending else self.interval)
@@ -151,8 +156,9 @@ class CacheWatcher:
         state.focus, state.version, state.last_error = focus, version, None
         state.pending_since = None
 
-    def _resolve(self, focus: tuple[str | None, float | None],
-                 state: _WatchState) -> tuple[str | None, float | None]:
+    def _resolve(
+        self, focus: tuple[str | None, float | None], state: _WatchState
+    ) -> tuple[str | None, float | None]:
         """Until the app picks a sweep, the one it will pick (saves a round trip at start)."""
         if focus[0] is None and self._auto and state.catalog is not None:
             return (state.catalog.default_sweep(), None)
@@ -170,16 +176,22 @@ class CacheWatcher:
             unfinished = sweep.total - sum(sweep.counts.get(s, 0) for s in FINAL_STATES)
             failed = sweep.counts.get("failed", 0) - old.counts.get("failed", 0)
             if failed > 0:
-                errors = [r.error for r in cache.runs(sweep.name)
-                          if r.status == "failed" and r.error]
+                errors = [
+                    r.error for r in cache.runs(sweep.name) if r.status == "failed" and r.error
+                ]
                 detail = errors[-1] if errors else "no error message recorded"
-                self.target.post_message(CacheEvent(
-                    f"{failed} run(s) of {sweep.name} failed: {detail}", "error",
-                    "worker failed"))
+                self.target.post_message(
+                    CacheEvent(
+                        f"{failed} run(s) of {sweep.name} failed: {detail}",
+                        "error",
+                        "worker failed",
+                    )
+                )
             if unfinished_before > 0 and unfinished == 0 and sweep.total:
                 summary = ", ".join(f"{n} {s}" for s, n in sorted(sweep.counts.items()))
-                self.target.post_message(CacheEvent(
-                    f"{sweep.name} finished: {summary}", "information", "sweep finished"))
+                self.target.post_message(
+                    CacheEvent(f"{sweep.name} finished: {summary}", "information", "sweep finished")
+                )
 
 
 class _WatchState:

@@ -48,8 +48,10 @@ class CanvasView(Widget):
         style = self.rich_style
         fg = style.color.get_truecolor() if style.color else None
         bg = style.bgcolor.get_truecolor() if style.bgcolor else None
-        return ((fg.red, fg.green, fg.blue) if fg else (220, 220, 220),
-                (bg.red, bg.green, bg.blue) if bg else (0, 0, 0))
+        return (
+            (fg.red, fg.green, fg.blue) if fg else (220, 220, 220),
+            (bg.red, bg.green, bg.blue) if bg else (0, 0, 0),
+        )
 
     def notify_style_update(self) -> None:
         """Theme or CSS changed: draw again with the new colors."""
@@ -71,8 +73,10 @@ class CanvasView(Widget):
         started = time.perf_counter()
         canvas = type(self).draw(self.model, width, height)
         style = self.rich_style
-        self._lines = [Strip(segments or [Segment(" " * width, style)], width)
-                       for segments in canvas.lines(style)]
+        self._lines = [
+            Strip(segments or [Segment(" " * width, style)], width)
+            for segments in canvas.lines(style)
+        ]
         self.redraw_seconds = time.perf_counter() - started
 
 

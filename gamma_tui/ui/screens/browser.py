@@ -40,7 +40,7 @@ def sweep_row(sweep: SweepInfo) -> dict[str, str]:
         "queued": str(counts.get("queued", 0)),
         "fail": str(counts.get("failed", 0)),
         "model": f"{network.get('kind', '?')} N{network.get('width', '?')} "
-                 f"L{network.get('depth', '?')}",
+        f"L{network.get('depth', '?')}",
         "dataset": str(data.get("kind", "?")),
         "steps": str(sweep.steps),
         "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(sweep.updated)),
@@ -78,8 +78,9 @@ class BrowserScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
-        yield Input(placeholder="filter sweeps: name, model, dataset or state  (/ to focus)",
-                    id="filter")
+        yield Input(
+            placeholder="filter sweeps: name, model, dataset or state  (/ to focus)", id="filter"
+        )
         yield DataTable(id="sweeps", cursor_type="row", zebra_stripes=True)
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Footer()
@@ -116,7 +117,8 @@ class BrowserScreen(Screen[None]):
         if current in self._shown:
             table.move_cursor(row=self._shown.index(current))
         table.border_subtitle = f"{len(rows)} sweep(s) · sorted by {self.sort_key}" + (
-            " ↓" if self.descending else " ↑")
+            " ↓" if self.descending else " ↑"
+        )
         if catalog is not None:
             table.border_title = f"sweeps in {catalog.cache_root}"
         self._load_runs(self.highlighted())
@@ -220,27 +222,39 @@ class BrowserScreen(Screen[None]):
         info = self.gamma_app.catalog.find(sweep) if self.gamma_app.catalog else None
         warning = ""
         if info is not None and info.counts.get("running"):
-            warning = ("\n\nIt has running runs: stop its workers first (x on the dashboard), "
-                       "or they will keep writing to the cache.")
+            warning = (
+                "\n\nIt has running runs: stop its workers first (x on the dashboard), "
+                "or they will keep writing to the cache."
+            )
+
         def answer(yes: bool | None) -> None:
             """Delete only on yes."""
             if yes:
                 self.gamma_app.delete_sweep(sweep)
 
         self.app.push_screen(
-            ConfirmScreen(f"Delete sweep [b]{sweep}[/] and the runs no other sweep uses? "
-                          f"Their curves and checkpoints are removed for good.{warning}",
-                          yes="Delete", no="Keep"),
+            ConfirmScreen(
+                f"Delete sweep [b]{sweep}[/] and the runs no other sweep uses? "
+                f"Their curves and checkpoints are removed for good.{warning}",
+                yes="Delete",
+                no="Keep",
+            ),
             answer,
         )
 
 
 def _run_cells(run: RunInfo) -> tuple[str, ...]:
     """The table cells of one run."""
-    return (run.run_id, short_number(run.gamma), short_number(run.eta), str(run.seed), run.state,
-            f"{run.steps_done}/{run.steps_target}",
-            loss_text(run.last_loss) if run.last_loss is not None else "–",
-            (run.error or "")[:60])
+    return (
+        run.run_id,
+        short_number(run.gamma),
+        short_number(run.eta),
+        str(run.seed),
+        run.state,
+        f"{run.steps_done}/{run.steps_target}",
+        loss_text(run.last_loss) if run.last_loss is not None else "–",
+        (run.error or "")[:60],
+    )
 
 
 _EMPTY = SweepInfo("", None, "", {}, 0, 0.0, 0.0, {})

@@ -94,12 +94,27 @@ class CollapseScreen(Screen[None]):
         if snapshot is None:
             return
         fit = self._fits.get((snapshot.version, self.eta_offset, self.large_gamma_only))
-        self._collapse(snapshot, self.variable, self.k, self.eta_offset, self.large_gamma_only,
-                       fit, self.smooth)
+        self._collapse(
+            snapshot,
+            self.variable,
+            self.k,
+            self.eta_offset,
+            self.large_gamma_only,
+            fit,
+            self.smooth,
+        )
 
     @work(thread=True, exclusive=True, group="collapse")
-    def _collapse(self, snapshot: SweepSnapshot, variable: str, k: float | None, offset: int,
-                  large: bool, fit: CollapseFit | None, smooth: bool) -> None:
+    def _collapse(
+        self,
+        snapshot: SweepSnapshot,
+        variable: str,
+        k: float | None,
+        offset: int,
+        large: bool,
+        fit: CollapseFit | None,
+        smooth: bool,
+    ) -> None:
         """Rescale and (if needed) fit off the UI thread; η* is taken at each run's last step."""
         frame = snapshot.frame
         if frame.step is not None:
@@ -131,19 +146,31 @@ class CollapseScreen(Screen[None]):
         y_range = series_range([s.y for s in series], pad=0.05)
         empty = result.reason or "no curves"
         if self.variable in ("t_over_t_half", "t_minus_t_half") and not any(
-                c.t_half for c in result.curves):
+            c.t_half for c in result.curves
+        ):
             empty = "no curve has left its plateau yet: t½ is unknown"
         if not any(np.isfinite(x).any() for x in xs):
             series = []
-        plot.show(PlotModel(tuple(series), x_range, y_range, result.log_x, None, foreground,
-                            background, empty_text=empty))
+        plot.show(
+            PlotModel(
+                tuple(series),
+                x_range,
+                y_range,
+                result.log_x,
+                None,
+                foreground,
+                background,
+                empty_text=empty,
+            )
+        )
         legend = self.query_one("#collapse-legend", Static)
         labels = [short_number(c.gamma) for c in result.curves]
         show_text(legend, family_legend(labels, colors, "γ", legend.size.width or 60, None))
         panel = self.query_one("#collapse-panel")
         panel.border_title = f"{result.sweep} · collapse against {TIME_LABELS[result.variable]}"
-        panel.border_subtitle = ("γ > 1" if self.large_gamma_only else "all γ") + \
-            f" · η = η*(γ) {self._ratio_text()}"
+        panel.border_subtitle = (
+            "γ > 1" if self.large_gamma_only else "all γ"
+        ) + f" · η = η*(γ) {self._ratio_text()}"
         show_text(self.query_one("#collapse-info", Static), self._info(result))
 
     def _ratio_text(self) -> str:
@@ -184,8 +211,11 @@ class CollapseScreen(Screen[None]):
 
     def action_k(self, direction: int) -> None:
         """Change k by K_STEP (switches the axis to t·η·γ^-k)."""
-        current = self.k if self.k is not None else (
-            self.result.k if self.result and math.isfinite(self.result.k) else 1.0)
+        current = (
+            self.k
+            if self.k is not None
+            else (self.result.k if self.result and math.isfinite(self.result.k) else 1.0)
+        )
         self.k = current + direction * K_STEP
         self.variable = "t_eta_gamma_k"
         self.recompute()

@@ -137,8 +137,7 @@ class DashboardScreen(Screen[None]):
         if self.snapshot is not None:
             return
         self.query_one("#heat-panel").border_title = "phase portrait"
-        message = ("no sweep yet: start one from the launcher (1) or open one in the run "
-                   "browser (4)")
+        message = "no sweep yet: start one from the launcher (1) or open one in the run browser (4)"
         if self.gamma_app.current_sweep:
             message = f"loading {self.gamma_app.current_sweep}…"
         show_text(self.query_one("#details", Static), Text(message))
@@ -198,9 +197,12 @@ class DashboardScreen(Screen[None]):
         assert self.snapshot is not None
         frame = self._frames.get(step)
         layout = self.snapshot.layout
-        if frame is None or frame.grid.gammas.shape != layout.gammas.shape \
-                or frame.grid.etas.shape != layout.etas.shape \
-                or not np.allclose(frame.grid.etas, layout.etas):
+        if (
+            frame is None
+            or frame.grid.gammas.shape != layout.gammas.shape
+            or frame.grid.etas.shape != layout.etas.shape
+            or not np.allclose(frame.grid.etas, layout.etas)
+        ):
             return None
         return frame
 
@@ -261,8 +263,7 @@ class DashboardScreen(Screen[None]):
         order = (self.step_index + ahead, self.step_index + 2 * ahead, self.step_index - ahead)
         steps = [self.snapshot.slider[i] for i in order if 0 <= i < len(self.snapshot.slider)]
         version = self.snapshot.version
-        missing = [s for s in steps
-                   if s not in self._frames or self._frames[s].version != version]
+        missing = [s for s in steps if s not in self._frames or self._frames[s].version != version]
         if missing:
             self._prefetch(self.snapshot, missing)
 
@@ -272,8 +273,9 @@ class DashboardScreen(Screen[None]):
         for step in steps:
             if get_current_worker().is_cancelled:
                 return
-            self.post_message(FrameReady(compute_frame(snapshot.name, snapshot.version,
-                                                       snapshot.curves, step)))
+            self.post_message(
+                FrameReady(compute_frame(snapshot.name, snapshot.version, snapshot.curves, step))
+            )
 
     # ---- drawing -------------------------------------------------------------------------
 
@@ -289,15 +291,28 @@ class DashboardScreen(Screen[None]):
         frame = self.frame
         heatmap = self.query_one(HeatmapView)
         foreground, background = heatmap.rgb_colors()
-        heatmap.show(HeatmapModel(
-            snapshot.layout, frame.log10_loss, frame.grid.state, frame.eta_star,
-            snapshot.loss_range, self.cursor, self.guides, snapshot.depth, foreground,
-            background))
-        _set_border(self.query_one("#curve-panel"),
-                    subtitle="smoothed ±0.03 dec (s)" if self.smooth else "raw (s)")
-        show_text(self.query_one("#heat-legend", Static),
-                  heat_legend(snapshot.loss_range, self.guides, snapshot.depth,
-                              snapshot.relative_eta))
+        heatmap.show(
+            HeatmapModel(
+                snapshot.layout,
+                frame.log10_loss,
+                frame.grid.state,
+                frame.eta_star,
+                snapshot.loss_range,
+                self.cursor,
+                self.guides,
+                snapshot.depth,
+                foreground,
+                background,
+            )
+        )
+        _set_border(
+            self.query_one("#curve-panel"),
+            subtitle="smoothed ±0.03 dec (s)" if self.smooth else "raw (s)",
+        )
+        show_text(
+            self.query_one("#heat-legend", Static),
+            heat_legend(snapshot.loss_range, self.guides, snapshot.depth, snapshot.relative_eta),
+        )
         _set_border(self.query_one("#heat-panel"), subtitle=step_label(frame.step))
         self._draw_curves(snapshot, frame)
         g, row = self.cursor
@@ -341,16 +356,32 @@ class DashboardScreen(Screen[None]):
                 series.append(item)
         if highlight is not None and highlight[0] is not None:
             series.append(highlight[0])
-        top = float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2) \
-            if snapshot.log10_t.size > 1 else 1.0
+        top = (
+            float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2)
+            if snapshot.log10_t.size > 1
+            else 1.0
+        )
         y_range = _y_range(series)
         step = frame.step
-        plot.show(PlotModel(tuple(series), (0.0, top), y_range, True,
-                            math.log10(step) if step else None, foreground, background))
+        plot.show(
+            PlotModel(
+                tuple(series),
+                (0.0, top),
+                y_range,
+                True,
+                math.log10(step) if step else None,
+                foreground,
+                background,
+            )
+        )
         _set_border(self.query_one("#curve-panel"), title=f"loss curves · {fixed} · by {knob}")
         legend = self.query_one("#curve-legend", Static)
-        show_text(legend, family_legend(labels, colors, knob, legend.size.width or 40,
-                                        highlight[1] if highlight else None))
+        show_text(
+            legend,
+            family_legend(
+                labels, colors, knob, legend.size.width or 40, highlight[1] if highlight else None
+            ),
+        )
 
     # ---- actions -------------------------------------------------------------------------
 
@@ -423,8 +454,9 @@ def _set_border(widget: Widget, title: str | None = None, subtitle: str | None =
         widget.border_subtitle = subtitle
 
 
-def _cell_series(snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int],
-                 smooth: bool) -> Series | None:
+def _cell_series(
+    snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int], smooth: bool
+) -> Series | None:
     """Seed-mean curve of one cell with a min..max band over seeds (None without data)."""
     indices = snapshot.runs_in_cell(g, h)
     if not indices:

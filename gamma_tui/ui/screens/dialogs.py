@@ -71,7 +71,8 @@ class QuitScreen(ModalScreen[str | None]):
                 f"Workers started here are still training [b]{names}[/].\n\n"
                 "Stop them (they checkpoint; `gamma-tui run` or the launcher resumes them), or "
                 "leave them running and reopen the app later to watch?",
-                classes="question")
+                classes="question",
+            )
             with Horizontal(classes="buttons"):
                 yield Button("Stop & quit (s)", variant="error", id="stop")
                 yield Button("Leave running (l)", variant="success", id="leave")
@@ -90,8 +91,12 @@ class QuitScreen(ModalScreen[str | None]):
         self.dismiss(choice)
 
 
-SCREEN_NAMES = {"launcher": "Launcher (1)", "dashboard": "Dashboard (2)",
-                "collapse": "Collapse (3)", "browser": "Run browser (4)"}
+SCREEN_NAMES = {
+    "launcher": "Launcher (1)",
+    "dashboard": "Dashboard (2)",
+    "collapse": "Collapse (3)",
+    "browser": "Run browser (4)",
+}
 """Title of each screen in the help."""
 
 
@@ -113,8 +118,9 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("gamma-tui: keys", style="bold"), classes="question")
             yield Static(self._text())
             yield Static(heat_legend((-2.0, 0.0), True, 3, False))
-            yield Static(Text("escape closes this help · ctrl+p opens the command palette",
-                              style="dim"))
+            yield Static(
+                Text("escape closes this help · ctrl+p opens the command palette", style="dim")
+            )
 
     def _text(self) -> Table:
         """A table of keys per screen."""
@@ -135,9 +141,19 @@ class HelpScreen(ModalScreen[None]):
 
 def _keys(key: str) -> str:
     """Readable key names: 'left_square_bracket,less_than_sign' -> '[ <'."""
-    names = {"left_square_bracket": "[", "right_square_bracket": "]", "less_than_sign": "<",
-             "greater_than_sign": ">", "question_mark": "?", "slash": "/", "plus": "+",
-             "minus": "−", "equals_sign": "=", "underscore": "_", "escape": "esc"}
+    names = {
+        "left_square_bracket": "[",
+        "right_square_bracket": "]",
+        "less_than_sign": "<",
+        "greater_than_sign": ">",
+        "question_mark": "?",
+        "slash": "/",
+        "plus": "+",
+        "minus": "−",
+        "equals_sign": "=",
+        "underscore": "_",
+        "escape": "esc",
+    }
     return " ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
 
 

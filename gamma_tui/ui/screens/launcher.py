@@ -69,8 +69,11 @@ class LauncherScreen(Screen[None]):
                 with Grid(id="knobs", classes="panel"):
                     for key, label in KNOBS:
                         yield Label(label, classes="knob-label")
-                        yield Input(id="knob-" + key.replace(".", "-"), classes="knob",
-                                    select_on_focus=False)
+                        yield Input(
+                            id="knob-" + key.replace(".", "-"),
+                            classes="knob",
+                            select_on_focus=False,
+                        )
                 yield Static(id="validation", classes="panel")
                 with Horizontal(id="launch-actions"):
                     yield Button("▶ Start sweep (ctrl+s)", id="start", variant="success")
@@ -108,8 +111,14 @@ class LauncherScreen(Screen[None]):
             self._show_error("no presets found: put *.toml files in presets/ (see README)")
             return
         wanted = self.gamma_app.initial_preset
-        index = next((i for i, p in enumerate(self.paths)
-                      if wanted is not None and p.resolve() == wanted.resolve()), 0)
+        index = next(
+            (
+                i
+                for i, p in enumerate(self.paths)
+                if wanted is not None and p.resolve() == wanted.resolve()
+            ),
+            0,
+        )
         listing.index = index
         self.select(self.paths[index])
 
@@ -161,8 +170,9 @@ class LauncherScreen(Screen[None]):
         for key, _ in KNOBS:
             self._input(key).remove_class("-invalid")
         try:
-            self.edited = parse_preset(self.text, source=self.path.name, overrides=self.sets,
-                                       default_name=self.path.stem)
+            self.edited = parse_preset(
+                self.text, source=self.path.name, overrides=self.sets, default_name=self.path.stem
+            )
         except PresetError as error:
             self.edited = None
             for key, _ in KNOBS:
@@ -172,13 +182,19 @@ class LauncherScreen(Screen[None]):
             return
         preview = dump_preset(self.edited) if self.sets else self.text
         if self.sets:
-            preview = (f"# edited ({', '.join(self.sets)}); starting writes this to "
-                       f"CACHE/presets/{self.edited.name}.toml\n" + preview)
-        self.query_one("#toml", Static).update(Syntax(preview, "toml", theme="ansi_dark",
-                                                      word_wrap=True))
+            preview = (
+                f"# edited ({', '.join(self.sets)}); starting writes this to "
+                f"CACHE/presets/{self.edited.name}.toml\n" + preview
+            )
+        self.query_one("#toml", Static).update(
+            Syntax(preview, "toml", theme="ansi_dark", word_wrap=True)
+        )
         self.query_one("#validation", Static).update(
-            Text.from_markup(f"[green]✓ valid[/] · [b]{self.edited.name}[/] · "
-                             f"{self.edited.run_count()} runs · counting cached runs…"))
+            Text.from_markup(
+                f"[green]✓ valid[/] · [b]{self.edited.name}[/] · "
+                f"{self.edited.run_count()} runs · counting cached runs…"
+            )
+        )
         self.query_one("#start", Button).disabled = False
         self._estimate(self.edited)
 
@@ -207,7 +223,8 @@ class LauncherScreen(Screen[None]):
         if self.edited is None or self.edited.model_dump_json() != message.key:
             return
         self.query_one("#validation", Static).update(
-            Text.from_markup(f"[green]✓ valid[/] · [b]{self.edited.name}[/] · {message.text}"))
+            Text.from_markup(f"[green]✓ valid[/] · [b]{self.edited.name}[/] · {message.text}")
+        )
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """Buttons do what their keys do."""
@@ -230,10 +247,16 @@ class LauncherScreen(Screen[None]):
             if yes:
                 self.gamma_app.start_sweep(path, preset, edited)
 
-        self.app.push_screen(ConfirmScreen(
-            f"[b]{preset.name}[/] is a huge sweep: {preset.run_count():,} runs, about "
-            f"{flops:.1e} FLOPs (hours on a CPU; cached runs and the η cut-off reduce it). "
-            "Start it?", yes="Start", no="Back"), answer)
+        self.app.push_screen(
+            ConfirmScreen(
+                f"[b]{preset.name}[/] is a huge sweep: {preset.run_count():,} runs, about "
+                f"{flops:.1e} FLOPs (hours on a CPU; cached runs and the η cut-off reduce it). "
+                "Start it?",
+                yes="Start",
+                no="Back",
+            ),
+            answer,
+        )
 
     def action_reset(self) -> None:
         """Put the knobs back to the preset's values."""
