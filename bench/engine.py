@@ -1,6 +1,7 @@
 """Batched ensemble engine versus the reference per-run loop, on one grid in one process.
 
-    python bench/engine.py [--device cpu|cuda|auto] [--steps 300] [--threads 0] [--quick]
+    python bench/engine.py [--device cpu|cuda|auto] [--steps 300] [--threads 0] [--repeats 3]
+                           [--input-dim 784] [--quick]
 
 The grid: a bias-free ReLU MLP D=784, N=128, L=3 (C=10 outputs, an MNIST-sized readout),
 batch 64, γ ∈ {0.1, 1, 10, 100}, six absolute η from 10 down to 10^-1.5 in half decades,
@@ -30,9 +31,11 @@ it executed, which include those a diverged member runs until the next host sync
 `sync_every` steps). Member-steps/s counts useful steps only (up to and including the
 divergent step), identical on both sides, so its ratio equals the speedup.
 
-Shared cloud CPUs drift (here, phases of seconds at less than half the matmul rate), so the
-two sides alternate `--repeats` times and each side's best wall time counts; every repeat is
-printed, and the dense matmul rate is measured before and after to flag a noisy machine.
+Shared machines drift (other jobs on the same cores), so the two sides alternate
+`--repeats` times and each side's best wall time counts. Every repeat is printed with the
+share of CPU time other processes took while it ran, and the dense matmul rate is measured
+before and after: a repeat under foreign load measures neither side fairly (the loop, with
+its many small parallel regions, suffers more and the ratio inflates).
 The last line is `speedup: X` with X = best loop seconds / best engine seconds (engine total
 including setup and commits).
 """
@@ -106,18 +109,70 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """Dense float32 size×size matmul rate, the machine's practical GEMM ceiling."""
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10,
+                  onednn: bool = False) -> float:
+    """Dense float32 size×size matmul rate: torch.mm (MKL on CPU), or oneDNN when asked.
+
+    On AMD CPUs MKL runs AVX2 kernels; oneDNN's AVX-512 kernels show the real fp32 ceiling.
+    """
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
+    if onednn:
+        def product() -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+    else:
+        def product() -> torch.Tensor:
+            return a @ b
     for _ in range(2):
-        a @ b
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2.0 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+        product()
+    best = math.inf
+    for _ in range(3):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            product()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 * repeats / best / 1e9
+
+
+def onednn_gflops(device: torch.device) -> str:
+    """oneDNN's dense rate as text, or why it is not available."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return "n/a"
+    try:
+        return f"{matmul_gflops(device, onednn=True):.1f}"
+    except (RuntimeError, AttributeError):
+        return "n/a"
+
+
+class LoadMeter:
+    """Share of the machine's CPU time used by OTHER processes while a side ran (Linux only).
+
+    Shared machines run other jobs; a repeat where they took a large share is not a fair
+    measurement of either side, so it is printed next to every repeat.
+    """
+
+    def __enter__(self) -> LoadMeter:
+        self.start = (_busy_jiffies(), os.times(), time.perf_counter())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        busy0, own0, wall0 = self.start
+        busy1, own1, wall1 = _busy_jiffies(), os.times(), time.perf_counter()
+        own = (own1.user + own1.system) - (own0.user + own0.system)
+        capacity = (wall1 - wall0) * (os.cpu_count() or 1)
+        self.foreign = max(0.0, (busy1 - busy0) / os.sysconf("SC_CLK_TCK") - own) / capacity
+
+
+def _busy_jiffies() -> float:
+    """Non-idle CPU jiffies of the whole machine (NaN where /proc/stat does not exist)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return math.nan
+    return float(sum(fields[:8]) - fields[3] - fields[4])
 
 
 # ---- engine side -------------------------------------------------------------------------
@@ -232,7 +287,7 @@ def train_one(spec: RunSpec, arch: Architecture, batches: list[tuple[torch.Tenso
     model0 = copy.deepcopy(model)
     for param in model0.parameters():
         param.requires_grad = False
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate(spec.eta, arch.widths[1]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate(spec.eta, arch.width))
     gamma, init_loss, value = spec.gamma, None, math.nan
     for step, (x, target) in enumerate(batches):
         optimizer.zero_grad()
@@ -329,15 +384,21 @@ def main(argv: list[str] | None = None) -> int:
 
     engines, trainers, loops = [], [], []
     for repeat in range(repeats):
-        engine, trainer = run_engine(preset_toml, specs, steps, device)
-        loop = run_loop(specs, steps, device)
-        engines.append(engine), trainers.append(trainer), loops.append(loop)
+        with LoadMeter() as engine_load:
+            engine, trainer = run_engine(preset_toml, specs, steps, device)
+        with LoadMeter() as loop_load:
+            loop = run_loop(specs, steps, device)
+        engines.append(engine)
+        trainers.append(trainer)
+        loops.append(loop)
         print(f"repeat {repeat}: engine {engine.seconds:.3f} s, loop {loop.seconds:.3f} s, "
-              f"ratio {loop.seconds / engine.seconds:.2f}")
+              f"ratio {loop.seconds / engine.seconds:.2f}  (other processes' CPU share: "
+              f"{engine_load.foreign:.0%} during engine, {loop_load.foreign:.0%} during loop)")
     matmul_after = matmul_gflops(device)
     print(f"dense fp32 matmul 2048^3: {matmul_before:.1f} GFLOP/s before, "
           f"{matmul_after:.1f} after" + ("  (NOISY MACHINE: rates drifted)"
-                                          if abs(matmul_after / matmul_before - 1) > 0.2 else ""))
+                                          if abs(matmul_after / matmul_before - 1) > 0.2 else "")
+          + f"; oneDNN {onednn_gflops(device)} GFLOP/s")
     best = min(range(repeats), key=lambda i: engines[i].seconds)
     engine, trainer = engines[best], trainers[best]
     loop = min(loops, key=lambda r: r.seconds)

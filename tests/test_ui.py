@@ -29,6 +29,7 @@ from gamma_tui.ui.demo import (
     register_fake,
     write_demo_cache,
     write_fake_sweep,
+    write_power_law_sweep,
 )
 from gamma_tui.ui.screens.browser import BrowserScreen
 from gamma_tui.ui.screens.collapse import CollapseScreen
@@ -136,7 +137,7 @@ async def test_dashboard_cursor_slider_and_curves(workspace: Path) -> None:
         plot = screen.query_one(CurvePlot)
         assert plot.model is not None and plot.model.series
         await pilot.press("g")
-        assert screen.guides and "η∝γ²" in str(screen.query_one("#heat-legend", Static).render())
+        assert screen.guides and "⠒γ²" in str(screen.query_one("#heat-legend", Static).render())
 
 
 async def test_live_updates_and_notifications(workspace: Path) -> None:
@@ -425,3 +426,52 @@ async def test_stop_reaches_a_sweep_started_elsewhere(workspace: Path) -> None:
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+async def test_dashboard_shows_the_fitted_eta_star_slopes_of_gamma_tui_fit(
+    workspace: Path,
+) -> None:
+    """η* on known power laws (lazy 1.5, rich 0.5, a window other than the default): the
+    progress panel shows the slopes `gamma-tui fit` reports on the same cache, and `g` draws
+    the fitted lines next to the theory guides."""
+    from gamma_tui.report import fit_summary
+
+    text = fake_preset_text("laws", gammas=(0.01, 100.0, 2.0), etas=(1e-5, 1e3, 3.0), seeds=2,
+                            steps=400, depth=3, scale="absolute")
+    text += "[analysis]\nwindow = 0.2\n"
+    with Cache(Path("runs")) as cache:
+        write_power_law_sweep(cache, text, lazy=1.5, rich=0.5)
+        pin_timestamps(cache)
+        summary = fit_summary(cache, "laws")
+    lazy, rich = summary["lazy"], summary["rich"]
+    assert lazy["slope"] == pytest.approx(1.5, abs=0.15)
+    assert rich["slope"] == pytest.approx(0.5, abs=0.15)
+    app = make_app("dashboard")
+    async with app.run_test(size=(160, 40)) as pilot:
+        app.open_sweep("laws")
+        screen = await dashboard_ready(pilot, "laws")
+        assert screen.frame is not None and screen.frame.step is None  # t = latest
+        fits = screen.frame.fits
+        assert fits is not None and fits.lazy is not None and fits.rich is not None
+        assert fits.lazy.slope == pytest.approx(lazy["slope"], rel=1e-9)
+        assert fits.rich.slope == pytest.approx(rich["slope"], rel=1e-9)
+        assert fits.lazy.slope_ci95 == pytest.approx(lazy["ci95"], rel=1e-9)
+        progress = str(screen.query_one("#progress", Static).render())
+        line = (f"lazy {lazy['slope']:.2f}±{lazy['ci95']:.2f} (2) · "
+                f"rich {rich['slope']:.2f}±{rich['ci95']:.2f} (0.67)")
+        assert line in progress, progress
+        assert f"γ× {summary['crossover_gamma']:.2g}"[:5] in progress
+        before = heat_text(app)
+        await pilot.press("g")
+        await pilot.pause(0.05)
+        legend = str(screen.query_one("#heat-legend", Static).render())
+        assert "fit ⠂⠂lazy ⠂⠂rich" in legend
+        assert heat_text(app) != before
+    # At 80 columns the line is shortened but keeps both slopes.
+    small = make_app("dashboard")
+    async with small.run_test(size=(80, 24)) as pilot:
+        small.open_sweep("laws")
+        screen = await dashboard_ready(pilot, "laws")
+        progress = str(screen.query_one("#progress", Static).render())
+        short = f"lazy {lazy['slope']:.2f}±{lazy['ci95']:.2f}".replace("±0.", "±.")
+        assert short in progress and "rich" in progress, progress

@@ -231,7 +231,7 @@ class ShardTrainer:
         device = self.options.device
         self.gamma = torch.tensor([m.spec.gamma for m in members], dtype=self.dtype, device=device)
         self.step_size = torch.tensor(
-            [learning_rate(m.spec.eta, self.arch) for m in members],
+            [learning_rate(m.spec.eta, self.arch.width) for m in members],
             dtype=self.dtype,
             device=device,
         )

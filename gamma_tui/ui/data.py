@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -23,17 +24,20 @@ from gamma_tui.analysis import (
     CollapseFit,
     EtaPoint,
     LossGrid,
+    RegimeFits,
     RunCurve,
     collapse_spread,
     eta_div,
     eta_star,
     fit_collapse_k,
+    fit_regimes,
     loss_grid,
     plateau_time,
     rescale_time,
 )
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
-from gamma_tui.config import predicted_eta_exponent
+from gamma_tui.config import DEPTH_LABELS, predicted_eta_exponent
+from gamma_tui.report import DEFAULT_WINDOW
 from gamma_tui.results import load_run_curves
 from gamma_tui.runner import SweepProgress, progress
 
@@ -123,6 +127,25 @@ class HeatLayout:
         return sorted({int(self.row_of_eta[h]) for h in np.flatnonzero(self.present[g])})
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How η*(γ) is chosen and fitted, read from the sweep's config like `gamma-tui fit` reads it
+    (report.analyze): the L of the γ^(2/L) law, the optimizer, the [analysis] window."""
+
+    depth: int = 2
+    optimizer: str = "sgd"
+    window: float = DEFAULT_WINDOW
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> FitSettings:
+        """The settings of a sweep config (defaults where it says nothing)."""
+        network = config.get("network", {})
+        depth = DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
+        optimizer = str(config.get("train", {}).get("optimizer", "sgd"))
+        window = float(config.get("analysis", {}).get("window", DEFAULT_WINDOW))
+        return cls(int(depth), optimizer, window)
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """The analysis of a sweep at one step t: loss grid, η*(γ) and η_div(γ)."""
@@ -134,6 +157,8 @@ class Frame:
     eta_star: tuple[EtaPoint, ...]
     eta_div: tuple[EtaPoint, ...]
     log10_loss: np.ndarray  # (G, H) log10 seed-mean loss, NaN where none or diverged
+    fits: RegimeFits | None = None  # η*(γ) power laws, lazy and rich (analysis.fit_regimes)
+    settings: FitSettings = field(default_factory=FitSettings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +183,7 @@ class SweepSnapshot:
     depth: int
     relative_eta: bool
     built_seconds: float = 0.0
+    fit_settings: FitSettings = field(default_factory=FitSettings)
 
     @property
     def unfinished(self) -> int:
@@ -205,9 +231,17 @@ class CollapseResult:
 
 
 def compute_frame(
-    sweep: str, version: int, curves: Sequence[RunCurve], step: float | None
+    sweep: str,
+    version: int,
+    curves: Sequence[RunCurve],
+    step: float | None,
+    settings: FitSettings | None = None,
 ) -> Frame:
     """The analysis frame of a sweep's curves at `step`.
+
+    η* minimises the loss averaged over [t·(1−window), t] (the sweep's [analysis] window, as
+    `gamma-tui fit` does) and its lazy/rich power laws are fitted like report.analyze fits them,
+    so at t = the sweep's steps, or at 'latest' once every run reached them, the numbers agree.
 
     Records after `step` cannot change loss_grid's answer at `step` except the first one (it
     may bracket `step` when the window holds no record), so curves are cut there first: a
@@ -215,12 +249,15 @@ def compute_frame(
     """
     if step is not None:
         curves = [_cut(curve, step) for curve in curves]
-    grid = loss_grid(curves, step=step)
+    settings = settings or FitSettings()
+    grid = loss_grid(curves, step=step, window=settings.window)
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = grid.mean_loss
         log10_loss = np.where(mean > 0, np.log10(mean), np.nan)
+    stars = tuple(eta_star(grid))
+    fits = fit_regimes(stars, depth=settings.depth, optimizer=settings.optimizer)
     return Frame(
-        sweep, version, step, grid, tuple(eta_star(grid)), tuple(eta_div(grid)), log10_loss
+        sweep, version, step, grid, stars, tuple(eta_div(grid)), log10_loss, fits, settings
     )
 
 
@@ -367,10 +404,11 @@ class SnapshotBuilder:
         top = max([info.steps, 1, *(r.steps_target for r in runs)])
         log10_top = math.log10(max(top, 2))
         reduced, plateau = self._reductions(runs, curves, log10_top, quick)
-        frame = compute_frame(name, self.builds, curves, step)
+        config = info.config
+        settings = FitSettings.of(config)
+        frame = compute_frame(name, self.builds, curves, step, settings)
         layout = heat_layout(frame.grid)
         loss_range = _color_range(reduced, [r.status for r in runs])
-        config = info.config
         return SweepSnapshot(
             name=name,
             version=self.builds,
@@ -390,6 +428,7 @@ class SnapshotBuilder:
             depth=int(config.get("network", {}).get("depth", 2)),
             relative_eta=config.get("eta", {}).get("scale") == "relative",
             built_seconds=time.perf_counter() - started,
+            fit_settings=settings,
         )
 
     def _reductions(

@@ -95,11 +95,12 @@ def commit_fake(
     start: int = 0,
     owner: str = FAKE_OWNER,
     error: str | None = None,
+    curve: Callable[[RunSpec, int, int], tuple[np.ndarray, int | None]] = synthetic_curve,
 ) -> None:
     """Commit the synthetic curve of one run over [start, steps_done) with the given status."""
     if not cache.claim([spec.run_id], owner, ttl=FOREVER):
         return
-    losses, diverged = synthetic_curve(spec, steps_done, start)
+    losses, diverged = curve(spec, steps_done, start)
     if diverged is not None and diverged < steps_done:
         status, steps_done = "diverged", diverged + 1
         losses = losses[: max(0, steps_done - start)]
@@ -133,6 +134,37 @@ def write_fake_sweep(cache: Cache, preset_text: str, state_of: StateOf | None = 
         if status == "queued" or steps_done <= 0 and status != "failed":
             continue
         commit_fake(cache, preset, spec, status, steps_done)
+    return preset
+
+
+def power_law_curve(
+    lazy: float, rich: float, scale: float = 0.1
+) -> Callable[[RunSpec, int, int], tuple[np.ndarray, int | None]]:
+    """Curves whose best η is η*(γ) = scale·γ^lazy (γ < 1), scale·γ^rich (γ ≥ 1), wobbled by
+    up to ±0.05 decades per γ (so fits have an error): log loss is a parabola in log η."""
+
+    def curve(spec: RunSpec, steps: int, start: int = 0) -> tuple[np.ndarray, int | None]:
+        """Per-step losses for steps [start, steps); never diverges."""
+        exponent = lazy if spec.gamma < 1 else rich
+        log10_best = math.log10(scale) + exponent * math.log10(spec.gamma)
+        log10_best += 0.05 * math.sin(7.0 * math.log10(spec.gamma) + 1.0)
+        t = np.arange(start, steps, dtype=np.float64)
+        away = (math.log10(spec.eta) - log10_best) / 0.5
+        level = math.exp(min(away**2, 30.0)) * (1.0 + 0.03 * spec.seed)
+        loss = level * (0.1 + 1.0 / (1.0 + t / 10.0))
+        return loss.astype(np.float32), None
+
+    return curve
+
+
+def write_power_law_sweep(
+    cache: Cache, preset_text: str, lazy: float, rich: float, scale: float = 0.1
+) -> Preset:
+    """Register a sweep whose runs all finish on power_law_curve(lazy, rich, scale) curves."""
+    preset, specs = register_fake(cache, preset_text)
+    curve = power_law_curve(lazy, rich, scale)
+    for spec in specs:
+        commit_fake(cache, preset, spec, "done", preset.train.steps, curve=curve)
     return preset
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gamma_tui.analysis import EtaPoint
+from gamma_tui.analysis import EtaPoint, RegimeFits
 from gamma_tui.ui.canvas import (
     RGB,
     CharCanvas,
@@ -41,6 +41,8 @@ DIVERGED_FG: RGB = (255, 96, 96)
 FAILED_BG: RGB = (150, 30, 150)
 SKIPPED_FG: RGB = (120, 120, 120)
 GUIDE_COLORS: tuple[RGB, RGB, RGB] = ((80, 220, 255), (255, 120, 255), (255, 210, 90))
+FIT_COLORS: tuple[RGB, RGB] = ((255, 255, 255), (130, 255, 110))
+"""The fitted η*(γ) lines, lazy and rich: dashed (every other character), unlike the guides."""
 GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "skipped": "-"}
 """The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
 
@@ -65,6 +67,7 @@ class HeatmapModel:
     depth: int
     foreground: RGB
     background: RGB
+    fits: RegimeFits | None = None  # fitted η*(γ) lines drawn with the guides
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,7 +285,8 @@ def _mark_cursor(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
 
 
 def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
-    """Lines η ∝ γ², η ∝ γ^(2/L), η ∝ γ through the η* nearest γ = 1, in braille dots."""
+    """Lines η ∝ γ², η ∝ γ^(2/L), η ∝ γ through the η* nearest γ = 1, in braille dots, and the
+    fitted η*(γ) power laws (lazy over γ < 1, rich over γ > 1) dashed in FIT_COLORS."""
     layout = model.layout
     log10_gammas = np.log10(layout.gammas)
     anchors = [(math.log10(p.gamma), math.log10(p.eta)) for p in model.eta_star if p.ok]
@@ -311,7 +315,19 @@ def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
         rows, columns = polyline_dots(dots.shape, dot_x, geometry.dot_y(layout.row_at(log10_eta)))
         dots[rows, columns] = True
         colors[rows // 4, columns // 2] = index
-    palette = np.array(GUIDE_COLORS, dtype=np.uint8)
+    fits = model.fits
+    regimes = (fits.lazy, fits.rich) if fits is not None else (None, None)
+    sides = (log10_gamma < 0, log10_gamma > 0)
+    for index, (fit, inside) in enumerate(zip(regimes, sides, strict=True)):
+        if fit is None:
+            continue
+        log10_eta = np.where(inside, fit.intercept + fit.slope * log10_gamma, np.nan)
+        rows, columns = polyline_dots(dots.shape, dot_x, geometry.dot_y(layout.row_at(log10_eta)))
+        dashed = columns // 2 % 2 == 0
+        rows, columns = rows[dashed], columns[dashed]
+        dots[rows, columns] = True
+        colors[rows // 4, columns // 2] = len(GUIDE_COLORS) + index
+    palette = np.array(GUIDE_COLORS + FIT_COLORS, dtype=np.uint8)
     canvas.braille(dots, colors, palette, top=geometry.top, left=GUTTER)
 
 

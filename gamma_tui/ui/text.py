@@ -6,16 +6,26 @@ Formatting only: every number comes from a snapshot or an analysis frame.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
 from rich.text import Text
 
+from gamma_tui.analysis import PowerFit, RegimeFits
 from gamma_tui.cache import FINAL_STATES
 from gamma_tui.runner import SweepProgress
 from gamma_tui.ui.canvas import RGB, short_number, viridis
 from gamma_tui.ui.data import Frame, SweepSnapshot
-from gamma_tui.ui.plots import DIVERGED_BG, DIVERGED_FG, FAILED_BG, GLYPHS, GUIDE_COLORS, QUEUED_BG
+from gamma_tui.ui.plots import (
+    DIVERGED_BG,
+    DIVERGED_FG,
+    FAILED_BG,
+    FIT_COLORS,
+    GLYPHS,
+    GUIDE_COLORS,
+    QUEUED_BG,
+)
 
 TIME_LABELS = {
     "t": "t",
@@ -63,8 +73,11 @@ def loss_text(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "–"
 
 
-def progress_text(progress: SweepProgress, width: int) -> Text:
-    """Runs done/total, diverged, failed, running and queued, a steps bar, steps/s and ETA."""
+def progress_text(
+    progress: SweepProgress, width: int, fits: RegimeFits | None = None
+) -> Text:
+    """Runs done/total, diverged, failed, running and queued, a steps bar, steps/s and ETA,
+    and (given fits) the fitted η*(γ) slopes on the last line."""
     counts = progress.counts
     text = Text()
     text.append("runs ")
@@ -81,7 +94,7 @@ def progress_text(progress: SweepProgress, width: int) -> Text:
     if counts.get("skipped"):
         text.append(f" · {counts['skipped']} skipped")
     share = progress.steps_done / progress.steps_total if progress.steps_total else 0.0
-    bar = max(4, min(30, width - 24))
+    bar = max(4, min(30, width - 26))
     filled = int(round(share * bar))
     text.append(f"\nsteps {compact(progress.steps_done)}/{compact(progress.steps_total)} ")
     text.append("━" * filled, style="green")
@@ -96,7 +109,59 @@ def progress_text(progress: SweepProgress, width: int) -> Text:
         )
     else:
         text.append("\nsteps/s – · ETA –", style="dim")
+    if fits is not None:
+        text.append("\n")
+        text.append_text(fit_text(fits, width))
     return text
+
+
+def fit_text(fits: RegimeFits, width: int) -> Text:
+    """The fitted η*(γ) slopes, lazy and rich, next to theory, and the crossover γ, in one line
+    of at most `width` columns: the longest of three wordings that fits (then cut).
+
+    'η* slope lazy 2.00±0.40 (theory 2) · rich 0.66±0.01 (0.67) · γ× 0.6' when wide, down to
+    'lazy 2.00±.40 (2) rich .66±.01 (.67)'; a regime without a fit reads 'not enough data'.
+    """
+    lazy, rich = fits.lazy, fits.rich
+    cross = f" · γ× {short_number(fits.crossover_gamma)}" if fits.crossover_gamma else ""
+    wide = (
+        f"η* slope lazy {_slope(lazy, fits.theory_lazy, 'theory ')}"
+        f" · rich {_slope(rich, fits.theory_rich, '')}{cross}"
+    )
+    wide = wide.replace(" : ", ": ")
+    if lazy is None or rich is None:
+        missing = "lazy" if lazy is None else "rich"
+        fitted, fit = ("rich", rich) if lazy is None else ("lazy", lazy)
+        theory = fits.theory_rich if lazy is None else fits.theory_lazy
+        middle = f"η* {fitted} {_slope(fit, theory, '')} · {missing}: not enough data"
+        narrow = f"η* {fitted} {_slope(fit, theory, '', True)} · {missing} –"
+        if fit is None:
+            middle = narrow = "η* slopes: not enough data"
+    else:
+        middle = (
+            f"η* lazy {_slope(lazy, fits.theory_lazy, '')} · rich "
+            f"{_slope(rich, fits.theory_rich, '')}{cross}"
+        )
+        narrow = (
+            f"lazy {_slope(lazy, fits.theory_lazy, '', True)} "
+            f"rich {_slope(rich, fits.theory_rich, '', True)}"
+        )
+    for line in (wide, middle, narrow):
+        if len(line) <= width:
+            return Text(line)
+    return Text(narrow[: max(1, width - 1)] + "…")
+
+
+def _slope(fit: PowerFit | None, theory: float, word: str, short: bool = False) -> str:
+    """'2.00±0.40 (theory 2)'; '±∞' with two points; short drops the leading zeros."""
+    if fit is None:
+        return ": not enough data" if not short else "–"
+    ci = "±∞" if not math.isfinite(fit.slope_ci95) else f"±{fit.slope_ci95:.2f}"
+    value = f"{fit.slope:.2f}{ci}"
+    expected = f"{theory:.2f}".rstrip("0").rstrip(".") if math.isfinite(theory) else "?"
+    if short:
+        value, expected = (re.sub(r"(?<![0-9])0\.", ".", v) for v in (value, expected))
+    return f"{value} ({word}{expected})"
 
 
 def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
@@ -178,20 +243,28 @@ def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int, relat
     for color in viridis(np.linspace(0, 1, 8)):
         text.append("█", style=rgb(tuple(int(c) for c in color)))  # type: ignore[arg-type]
     text.append(f" {high:+.1f}  ")
-    text.append(f" {GLYPHS['diverged']} ", style=f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}")
-    text.append(" div ")
-    text.append(f" {GLYPHS['queued']} ", style=f"on {rgb(QUEUED_BG)}")
-    text.append(" queued ")
-    text.append(f" {GLYPHS['running']} ", style="on grey35")
-    text.append(" running ")
-    text.append(f" {GLYPHS['failed']} ", style=f"bold on {rgb(FAILED_BG)}")
-    text.append(" failed ")
+    if not guides:
+        diverged = f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}"
+        text.append(f" {GLYPHS['diverged']} ", style=diverged)
+        text.append(" div ")
+        text.append(f" {GLYPHS['queued']} ", style=f"on {rgb(QUEUED_BG)}")
+        text.append(" queued ")
+        text.append(f" {GLYPHS['running']} ", style="on grey35")
+        text.append(" running ")
+        text.append(f" {GLYPHS['failed']} ", style=f"bold on {rgb(FAILED_BG)}")
+        text.append(" failed ")
     text.append(" * ", style="bold")
     text.append("η*")
     if guides:
+        # On a line of its own: the state key gives way so the line keys fit in two lines.
+        text.append("\nη∝")
         for color, label in zip(GUIDE_COLORS, ("γ²", f"γ^(2/{depth})", "γ"), strict=True):
-            text.append("  ⠒⠒", style=rgb(color))
-            text.append(f" η∝{label}")
+            text.append(" ⠒", style=rgb(color))
+            text.append(label)
+        text.append(" · fit")
+        for color, label in zip(FIT_COLORS, ("lazy", "rich"), strict=True):
+            text.append(" ⠂⠂", style=f"bold {rgb(color)}")
+            text.append(label)
     if relative:
         text.append("  (η grid relative: c·γ^p)", style="dim")
     return text

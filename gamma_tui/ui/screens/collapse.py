@@ -118,7 +118,9 @@ class CollapseScreen(Screen[None]):
         """Rescale and (if needed) fit off the UI thread; η* is taken at each run's last step."""
         frame = snapshot.frame
         if frame.step is not None:
-            frame = compute_frame(snapshot.name, snapshot.version, snapshot.curves, None)
+            frame = compute_frame(
+                snapshot.name, snapshot.version, snapshot.curves, None, snapshot.fit_settings
+            )
         result = collapse(snapshot, variable, k, offset, large, fit, frame, smooth)
         self.post_message(CollapseReady(result))
 

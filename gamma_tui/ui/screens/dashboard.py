@@ -227,7 +227,9 @@ class DashboardScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="frame")
     def _compute_frame(self, snapshot: SweepSnapshot, step: float | None) -> None:
         """Analysis at another step, posted back as a FrameReady message."""
-        frame = compute_frame(snapshot.name, snapshot.version, snapshot.curves, step)
+        frame = compute_frame(
+            snapshot.name, snapshot.version, snapshot.curves, step, snapshot.fit_settings
+        )
         self.post_message(FrameReady(frame))
 
     def on_frame_ready(self, message: FrameReady) -> None:
@@ -274,7 +276,12 @@ class DashboardScreen(Screen[None]):
             if get_current_worker().is_cancelled:
                 return
             self.post_message(
-                FrameReady(compute_frame(snapshot.name, snapshot.version, snapshot.curves, step))
+                FrameReady(
+                    compute_frame(
+                        snapshot.name, snapshot.version, snapshot.curves, step,
+                        snapshot.fit_settings,
+                    )
+                )
             )
 
     # ---- drawing -------------------------------------------------------------------------
@@ -303,6 +310,7 @@ class DashboardScreen(Screen[None]):
                 snapshot.depth,
                 foreground,
                 background,
+                frame.fits,
             )
         )
         _set_border(
@@ -319,7 +327,14 @@ class DashboardScreen(Screen[None]):
         h = snapshot.layout.cell_at(g, row) if snapshot.layout.gammas.size else -1
         show_text(self.query_one("#details", Static), details_text(snapshot, frame, g, h))
         progress = self.query_one("#progress", Static)
-        show_text(progress, progress_text(snapshot.progress, progress.content_size.width or 40))
+        show_text(
+            progress,
+            progress_text(
+                snapshot.progress,
+                progress.content_size.width or max(20, min(56, self.size.width // 2 - 4)),
+                frame.fits,
+            ),
+        )
 
     def _draw_curves(self, snapshot: SweepSnapshot, frame: Frame) -> None:
         """The cursor's γ column (curves colored by η) or η row (colored by γ)."""
