@@ -754,11 +754,11 @@ def _expire_dead_leases(db: sqlite3.Connection, now: float) -> None:
     for (owner,) in owners:
         owner_host, _, rest = owner.partition(":")
         pid = rest.partition(":")[0]
-        if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        if owner_host == host and pid.isdigit() and not pid_alive(int(pid)):
             db.execute("UPDATE runs SET lease_expires=0 WHERE lease_owner=?", (owner,))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a local process exists and is not a zombie (a reused pid counts as alive)."""
     try:
         os.kill(pid, 0)

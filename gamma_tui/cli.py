@@ -360,14 +360,9 @@ def _sweep_json(store: Cache, name: str, info: Any) -> dict[str, Any]:
         "preset": info.preset_path,
         "runs": [
             {
-                "run_id": r.run_id,
-                "gamma": r.gamma,
-                "eta": r.eta,
-                "seed": r.seed,
-                "state": r.state,
+                **_run_identity(r),
                 "steps_done": r.steps_done,
                 "steps_target": r.steps_target,
-                "diverged_step": r.diverged_step,
                 "init_loss": r.init_loss,
                 "last_loss": _finite(r.last_loss),
                 "error": r.error,
@@ -375,6 +370,12 @@ def _sweep_json(store: Cache, name: str, info: Any) -> dict[str, Any]:
             for r in store.runs(name)
         ],
     }
+
+
+def _run_identity(run: Any) -> dict[str, Any]:
+    """The JSON fields that place a run in the grid and say what became of it."""
+    keys = ("run_id", "gamma", "eta", "seed", "state", "diverged_step")
+    return {key: getattr(run, key) for key in keys}
 
 
 def _runs_table(store: Cache, name: str) -> Table:
@@ -525,12 +526,7 @@ def export(
                         "sweep": name,
                         "runs": [
                             {
-                                "run_id": r.run_id,
-                                "gamma": r.gamma,
-                                "eta": r.eta,
-                                "seed": r.seed,
-                                "state": r.state,
-                                "diverged_step": r.diverged_step,
+                                **_run_identity(r),
                                 "steps": c.steps.tolist(),
                                 "loss": [_finite(v) for v in c.loss.tolist()],
                             }

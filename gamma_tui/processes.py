@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gamma_tui.cache import Cache
+from gamma_tui.cache import Cache, pid_alive
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,7 @@ def unregister_driver(path: Path) -> None:
 
 def _alive(pid: int, host: str) -> bool:
     """Whether a process on this host still exists (other hosts: unknown, assume alive)."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return host != socket.gethostname() or pid_alive(pid)
 
 
 def sweep_processes(cache: Cache) -> list[SweepProcess]:
