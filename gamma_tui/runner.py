@@ -113,11 +113,6 @@ def register(
     return specs
 
 
-def pending_runs(cache: Cache, sweep: str) -> list[RunInfo]:
-    """Runs of the sweep that still need training, cut-off applied by the caller."""
-    return [r for r in cache.runs(sweep) if r.status not in FINAL_STATES]
-
-
 def cutoff_round(
     cache: Cache, preset: Preset, run_ids: Sequence[str] | None = None
 ) -> list[RunInfo]:
