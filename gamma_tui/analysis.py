@@ -297,7 +297,7 @@ def _refined_argmin(
 def _parabola_vertex(
     xs: tuple[np.ndarray, np.ndarray, np.ndarray],
     ys: tuple[np.ndarray, np.ndarray, np.ndarray],
-    use: np.ndarray,
+    use: np.ndarray | bool,
 ) -> np.ndarray:
     """Vertex of the parabola through three points where it is convex, else the middle x."""
     (x0, x1, x2), (y0, y1, y2) = xs, ys

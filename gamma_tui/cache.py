@@ -208,7 +208,7 @@ def reduce_losses(start: int, losses: np.ndarray, cap: int) -> list[Chunk]:
 def encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
     """Serialize named arrays with numpy's savez (never pickle)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
     return buffer.getvalue()
 
 

@@ -80,11 +80,11 @@ def sweep_processes(cache: Cache) -> list[SweepProcess]:
             if run.state == "running" and run.lease_owner:
                 owners[run.lease_owner] = owners.get(run.lease_owner, 0) + 1
         for owner, count in owners.items():
-            host, pid, tag = (owner.rsplit(":", 2) + ["", "", ""])[:3]
-            if not (tag and pid.isdigit()):
+            host, pid_text, tag = (owner.rsplit(":", 2) + ["", "", ""])[:3]
+            if not (tag and pid_text.isdigit()):
                 continue  # not a worker's owner string (host:pid:tag)
-            if _alive(int(pid), host):
-                found.append(SweepProcess(sweep.name, "worker", int(pid), host, count, None))
+            if _alive(int(pid_text), host):
+                found.append(SweepProcess(sweep.name, "worker", int(pid_text), host, count, None))
     return found
 
 

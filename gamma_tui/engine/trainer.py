@@ -22,7 +22,7 @@ import torch
 from gamma_tui.cache import Cache, CacheError, Progress, next_boundary, reduce_losses
 from gamma_tui.config import NetworkConfig, RunSpec
 from gamma_tui.engine.convnet import ConvArchitecture
-from gamma_tui.engine.data import Stream, make_stream
+from gamma_tui.engine.data import FileStream, Stream, make_stream
 from gamma_tui.engine.parameterization import Architecture, learning_rate, loss_and_grad
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -77,6 +77,8 @@ Family = Architecture | ConvArchitecture
 def model_family(network: NetworkConfig, stream: Stream) -> Family:
     """The family of `network` on the stream's inputs and outputs."""
     if network.kind == "cnn":
+        if not isinstance(stream, FileStream):
+            raise ValueError("the CNN trains on image datasets only")
         shape = stream.input_shape
         return ConvArchitecture(
             (shape[0], shape[1], shape[2]), network.width, stream.outputs, network.bias

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -93,6 +93,9 @@ class Catalog:
         return chosen[0].name if chosen else None
 
 
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
+
+
 @dataclass(frozen=True, eq=False)
 class HeatLayout:
     """How the grid's η values map onto heatmap rows: η binned by log10, rows bottom-up.
@@ -113,8 +116,8 @@ class HeatLayout:
         """log10 η at (fractional) row position."""
         return self.log10_eta_bottom + row * self.row_step
 
-    def row_at(self, log10_eta: float) -> float:
-        """Fractional row position of a log10 η."""
+    def row_at(self, log10_eta: FloatOrArray) -> FloatOrArray:
+        """Fractional row position of a log10 η (a number or an array of them)."""
         return (log10_eta - self.log10_eta_bottom) / self.row_step
 
     def cell_at(self, g: int, row: int) -> int:

@@ -73,9 +73,7 @@ def loss_text(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else "–"
 
 
-def progress_text(
-    progress: SweepProgress, width: int, fits: RegimeFits | None = None
-) -> Text:
+def progress_text(progress: SweepProgress, width: int, fits: RegimeFits | None = None) -> Text:
     """Runs done/total, diverged, failed, running and queued, a steps bar, steps/s and ETA,
     and (given fits) the fitted η*(γ) slopes on the last line."""
     counts = progress.counts

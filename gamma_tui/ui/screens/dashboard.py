@@ -278,7 +278,10 @@ class DashboardScreen(Screen[None]):
             self.post_message(
                 FrameReady(
                     compute_frame(
-                        snapshot.name, snapshot.version, snapshot.curves, step,
+                        snapshot.name,
+                        snapshot.version,
+                        snapshot.curves,
+                        step,
                         snapshot.fit_settings,
                     )
                 )
