@@ -130,6 +130,9 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", help="Keep training after this terminal closes.")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (shards, work) and train nothing.")
+    ] = False,
     backend: Annotated[
         str, typer.Option(help="local (worker processes), slurm (a job array) or ray.")
     ] = "local",
@@ -164,6 +167,9 @@ def run(
             f"[bold]{loaded.name}[/]: {loaded.run_count()} runs, "
             f"{loaded.train.steps} steps, cache {store.root}"
         )
+        if dry_run:
+            _print_plan(store, loaded, workers)
+            return
         _confirm_size(loaded, yes)
         _check_dataset(loaded)
         if detach:
@@ -230,6 +236,28 @@ def sync(
         folder = jobs_dir or default_jobs_dir(store.root)
         taken = sync_jobs(store, folder, sweep)
     err.print(f"{sum(taken.values())} runs updated from {len(taken)} job folders in {folder}")
+
+
+def _print_plan(store: Cache, preset: Any, workers: int) -> None:
+    """The shards `run` would start, and the work they hold, on stdout."""
+    from gamma_tui.runner import plan
+
+    found = plan(store, preset, workers)
+    out.print(
+        f"{found.sweep}: {found.total} runs, {found.finished} already finished, "
+        f"{found.partial} partly trained, {found.to_train} to train in {len(found.shards)} "
+        f"shard(s), about {found.flops:.2g} FLOPs"
+        + (
+            f"; the η cut-off ({preset.cutoff.decades} decades) trains fewer"
+            if preset.cutoff.decades and found.to_train
+            else ""
+        )
+    )
+    for index, shard in enumerate(found.shards):
+        out.print(
+            f"  shard {index}: {shard.members} runs ({shard.dtype}), "
+            f"{shard.steps_left:,} run-steps left"
+        )
 
 
 def _check_dataset(preset: Any) -> None:

@@ -274,11 +274,13 @@ class RunSpec(Strict):
         return _digest({"v": SPEC_VERSION, **shared})
 
     def _identity(self) -> dict[str, Any]:
-        """The fields that determine the result; `data.path` dropped when unset (old ids hold)."""
+        """The fields that determine the result: settings a run does not use are left out."""
         dump = self.model_dump()
         dump["data"].pop("path")
         if dump["data"]["offset_batches"] == 0:
             dump["data"].pop("offset_batches")
+        if self.data.kind != "scalar":
+            dump["data"].pop("target")  # only the toy model has a fixed target
         return dump
 
 

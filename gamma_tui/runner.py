@@ -173,6 +173,79 @@ def make_shards(runs: Sequence[RunInfo], pieces: int = 1) -> list[list[str]]:
     return shards
 
 
+@dataclass(frozen=True)
+class ShardPlan:
+    """One ensemble of a plan: its dtype, members and the steps they still need."""
+
+    dtype: str
+    members: int
+    steps_left: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `run` would train, read from the cache without writing to it."""
+
+    sweep: str
+    total: int
+    finished: int
+    partial: int
+    shards: list[ShardPlan]
+    flops: float
+
+    @property
+    def to_train(self) -> int:
+        """Runs that still need steps."""
+        return sum(shard.members for shard in self.shards)
+
+
+def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
+    """The shards `run` would start for this preset (before any η cut-off), cache untouched."""
+    specs = expand(preset)
+    known = {r.run_id: r for r in cache.runs(run_ids=[s.run_id for s in specs])}
+    steps = preset.train.steps
+    left: dict[str, int] = {}
+    for spec in specs:
+        run = known.get(spec.run_id)
+        if run is not None and (run.status in ("diverged", "skipped") or run.steps_done >= steps):
+            continue
+        left[spec.run_id] = steps - (run.steps_done if run is not None else 0)
+    pending = [s for s in specs if s.run_id in left]
+    infos = [_planned(spec) for spec in pending]
+    by_id = {s.run_id: s for s in pending}
+    shards = [
+        ShardPlan(by_id[ids[0]].dtype, len(ids), sum(left[i] for i in ids))
+        for ids in make_shards(infos, pieces=workers)
+    ]
+    per_step = preset.flops_per_run() / max(steps, 1)
+    partial = sum(1 for r in known.values() if 0 < r.steps_done < steps and r.run_id in left)
+    finished = len(specs) - len(left)
+    return Plan(preset.name, len(specs), finished, partial, shards, per_step * sum(left.values()))
+
+
+def _planned(spec: RunSpec) -> RunInfo:
+    """A placeholder RunInfo carrying what make_shards needs."""
+    return RunInfo(
+        spec.run_id,
+        spec.gamma,
+        spec.eta,
+        spec.seed,
+        spec.dtype,
+        spec.shard_key,
+        "queued",
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        0.0,
+        0.0,
+    )
+
+
 def start_workers(
     cache_dir: Path,
     shards: list[list[str]],

@@ -165,3 +165,12 @@ def test_dataset_too_small_or_missing_exits_2(tmp_path: Path) -> None:
     preset.write_text(f'[data]\nkind = "mnist1m"\npath = "{tmp_path / "nowhere"}"\n' + body)
     done = cli("run", str(preset), cache=tmp_path / "runs", check=False)
     assert done.returncode == 2 and "MNIST_images_" in done.stderr
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(trained: Path, tmp_path: Path) -> None:
+    done = cli("run", str(SMOKE), "--dry-run", cache=trained).stdout
+    assert "32 runs, 32 already finished" in done and "0 to train" in done
+    fresh = tmp_path / "runs"
+    plan = cli("run", str(SMOKE), "--dry-run", "--workers", "2", cache=fresh).stdout
+    assert "32 to train in 2 shard(s)" in plan and "shard 1: 16 runs (float32)" in plan
+    assert json.loads(cli("ls", "--json", cache=fresh).stdout)["sweeps"] == []
