@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -291,6 +292,12 @@ class PresetError(Exception):
 def depth_label(network: NetworkConfig) -> int:
     """L of the η ∝ γ^(2/L) law: network.depth, or the fixed label of the architecture."""
     return DEPTH_LABELS.get(network.kind, network.depth)
+
+
+def sweep_depth_label(config: Mapping[str, Any]) -> int:
+    """`depth_label` of a sweep's stored config (a Preset dumped to JSON)."""
+    network = config.get("network", {})
+    return DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
 
 
 def predicted_eta_exponent(gamma: float, depth: int) -> float:

@@ -197,26 +197,14 @@ def _guide_lines(ax: Axes, result: SweepAnalysis) -> None:
         return
     x = np.linspace(log_gamma.min(), log_gamma.max(), 50)
     fits = result.star_fit
-    lazy_anchor = fits.lazy.intercept if fits.lazy else None
-    rich_anchor = fits.rich.intercept if fits.rich else None
-    if lazy_anchor is not None:
-        ax.plot(
-            x,
-            lazy_anchor + fits.theory_lazy * x,
-            color="tab:orange",
-            ls="--",
-            lw=1.2,
-            label=f"η ∝ γ^{fits.theory_lazy:g}",
-        )
-    if rich_anchor is not None:
-        ax.plot(
-            x,
-            rich_anchor + fits.theory_rich * x,
-            color="tab:pink",
-            ls="--",
-            lw=1.2,
-            label=f"η ∝ γ^{fits.theory_rich:.3g}",
-        )
+    regimes = (
+        (fits.lazy, fits.theory_lazy, "tab:orange"),
+        (fits.rich, fits.theory_rich, "tab:pink"),
+    )
+    for fit, theory, color in regimes:  # the theory slope through each fitted intercept
+        if fit is not None:
+            label = f"η ∝ γ^{theory:.3g}"
+            ax.plot(x, fit.intercept + theory * x, color=color, ls="--", lw=1.2, label=label)
     budget = result.budget_fit.rich
     if budget is not None:  # the slope-1 line through the fitted edge at the rich γ's centre
         centre = float(np.mean(np.log10(_regime_range(result, "hi"))))

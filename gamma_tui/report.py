@@ -33,7 +33,7 @@ from gamma_tui.analysis import (
     plateau_time,
 )
 from gamma_tui.cache import Cache, RunInfo, SweepInfo
-from gamma_tui.config import DEPTH_LABELS
+from gamma_tui.config import sweep_depth_label
 from gamma_tui.results import load_run_curves
 
 CELL_MARKS = {
@@ -69,8 +69,7 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
     if grid.gammas.size == 0:
         return f"{sweep}: no runs"
     relative = info.config.get("eta", {}).get("scale") == "relative"
-    network = info.config.get("network", {})
-    depth = DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
+    depth = sweep_depth_label(info.config)
     mean = grid.mean_loss
     rows = _row_etas(grid)
     label = "c = η/γ^p" if relative else "η"
@@ -180,8 +179,7 @@ def analyze(
     """Run every analysis of the sweep at one evaluation step (default: the sweep's steps)."""
     info = cache.sweep(sweep)
     runs, curves = load_run_curves(cache, sweep)
-    network = info.config.get("network", {})
-    depth = DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
+    depth = sweep_depth_label(info.config)
     optimizer = str(info.config.get("train", {}).get("optimizer", "sgd"))
     if window is None:
         window = float(info.config.get("analysis", {}).get("window", DEFAULT_WINDOW))

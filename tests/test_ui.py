@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support import SMOKE
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, Static
 
@@ -27,7 +25,6 @@ from gamma_tui.ui.demo import (
     mixed_states,
     pin_timestamps,
     register_fake,
-    write_demo_cache,
     write_fake_sweep,
     write_power_law_sweep,
 )
@@ -37,20 +34,6 @@ from gamma_tui.ui.screens.dashboard import DashboardScreen
 from gamma_tui.ui.screens.dialogs import ConfirmScreen, HelpScreen, QuitScreen
 from gamma_tui.ui.screens.launcher import LauncherScreen
 from gamma_tui.ui.widgets import CurvePlot, HeatmapView
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A working directory with presets/smoke.toml and a cache 'runs' holding two fake sweeps."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    (tmp_path / "presets").mkdir()
-    shutil.copy(SMOKE, tmp_path / "presets" / "smoke.toml")
-    with Cache(tmp_path / "runs") as cache:
-        write_demo_cache(cache)
-        pin_timestamps(cache)
-    yield tmp_path
 
 
 def make_app(start: str | None = None) -> GammaApp:

@@ -8,38 +8,19 @@ at the SVGs (snapshot_report.html) before committing.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from support import SMOKE
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
-from gamma_tui.cache import Cache
 from gamma_tui.ui.app import GammaApp
-from gamma_tui.ui.demo import pin_timestamps, write_demo_cache
 from gamma_tui.ui.screens.collapse import CollapseScreen
 from gamma_tui.ui.screens.dashboard import DashboardScreen
 
 SIZES = [(80, 24), (120, 40)]
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """presets/smoke.toml and a cache 'runs' with the two demo sweeps, in a fixed time zone."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TZ", "UTC")
-    monkeypatch.delenv("NO_COLOR", raising=False)
-    time.tzset()
-    (tmp_path / "presets").mkdir()
-    shutil.copy(SMOKE, tmp_path / "presets" / "smoke.toml")
-    with Cache(tmp_path / "runs") as cache:
-        write_demo_cache(cache)
-        pin_timestamps(cache)
-    yield tmp_path
 
 
 async def until(pilot: Pilot[None], condition: Callable[[], object]) -> None:

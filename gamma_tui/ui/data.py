@@ -36,7 +36,7 @@ from gamma_tui.analysis import (
     rescale_time,
 )
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
-from gamma_tui.config import DEPTH_LABELS, predicted_eta_exponent
+from gamma_tui.config import predicted_eta_exponent, sweep_depth_label
 from gamma_tui.report import DEFAULT_WINDOW
 from gamma_tui.results import load_run_curves
 from gamma_tui.runner import SweepProgress, progress
@@ -142,8 +142,7 @@ class FitSettings:
     @classmethod
     def of(cls, config: dict[str, Any]) -> FitSettings:
         """The settings of a sweep config (defaults where it says nothing)."""
-        network = config.get("network", {})
-        depth = DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
+        depth = sweep_depth_label(config)
         optimizer = str(config.get("train", {}).get("optimizer", "sgd"))
         window = float(config.get("analysis", {}).get("window", DEFAULT_WINDOW))
         return cls(int(depth), optimizer, window)
@@ -428,7 +427,7 @@ class SnapshotBuilder:
             progress=self._progress(cache, name, runs),
             slider=slider_steps(info.steps),
             loss_range=loss_range,
-            depth=int(config.get("network", {}).get("depth", 2)),
+            depth=settings.depth,
             relative_eta=config.get("eta", {}).get("scale") == "relative",
             built_seconds=time.perf_counter() - started,
             fit_settings=settings,
