@@ -75,7 +75,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (PresetError, CacheError, DatasetError) as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, markup=True)
+        err.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
     except sqlite3.Error as error:  # damaged file, full disk, read-only directory
         err.print(
