@@ -54,33 +54,72 @@ class NetworkConfig(Strict):
     """The trained network: kind, width N, depth L (number of weight matrices), bias, activation.
 
     kind "cnn" is the reference code's CNN (two convs of width N and 2N, a linear layer of
-    width 8N, μP readout; depth label L = 4; image datasets only). kind "chain" is the scalar
-    deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with
-    every w_l(0) = 1, trained on data.kind = "scalar" (width, bias and activation unused).
+    width 8N, μP readout; depth label L = 4; image datasets only). kind "resnet18" is the
+    reference's CIFAR ResNet-18 (widths 64..512 × N/64, BatchNorm; L = 3). kind "vit" is a
+    small pre-norm vision transformer of width N with `depth` blocks of `heads` heads on
+    `patch`×`patch` patches (L = 3 unless `depth_label` says otherwise). kind "chain" is the
+    scalar deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with every w_l(0) = 1,
+    trained on data.kind = "scalar" (width, bias and activation unused). `depth_label`
+    overrides the L of the η ∝ γ^(2/L) guides; it never changes training.
     """
 
-    kind: Literal["mlp", "chain", "cnn"] = "mlp"
+    kind: Literal["mlp", "chain", "cnn", "resnet18", "vit"] = "mlp"
     width: int = Field(128, ge=1, le=1_000_000)
     depth: int = Field(3, ge=1, le=64)
     bias: bool = False
     activation: Literal["relu", "linear"] = "relu"
+    heads: int = Field(4, ge=1, le=1024, description="vit: attention heads (divide width)")
+    patch: int = Field(4, ge=1, le=1024, description="vit: patch side in pixels")
+    depth_label: int | None = Field(None, ge=1, le=64, description="L of the η* guides")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> NetworkConfig:
+        if self.kind == "vit" and self.width % self.heads:
+            raise ValueError(
+                f"network.width ({self.width}) must be a multiple of network.heads ({self.heads})"
+            )
+        return self
+
+    def unused_keys(self) -> tuple[str, ...]:
+        """Keys this kind ignores: left out of run ids, so they never split identical runs."""
+        unused = ["depth_label"]  # only the guides read it
+        if self.kind != "vit":
+            unused += ["heads", "patch"]
+        return tuple(unused)
 
 
 FILE_DATASETS = ("mnist1m", "cifar5m", "npz", "mnist1d")
 """Data kinds read by gamma_tui.datasets; the others are synthetic streams."""
 
 
-DEPTH_LABELS = {"cnn": 4}
-"""The L of the η ∝ γ^(2/L) law for kinds whose depth is fixed by the architecture."""
+DEPTH_LABELS = {"cnn": 4, "resnet18": 3, "vit": 3}
+"""The L of the η ∝ γ^(2/L) law for kinds whose depth is fixed by the architecture.
+
+The CNN's 4 and the ResNet's 3 are the reference code's labels; the ViT's 3 follows the ResNet
+(normalized residual network) and is a guess to be checked against the measured η*: set
+network.depth_label to change it."""
+
+IMAGE_MODELS = ("cnn", "resnet18", "vit")
+"""Network kinds that take (C, H, W) images, so they need an image dataset."""
 
 
 class DataConfig(Strict):
-    """The online data stream: a synthetic teacher on Gaussian inputs, fresh batch every step."""
+    """The online data stream (a fresh batch every step) and the held-out test set.
+
+    Synthetic kinds draw Gaussian inputs: teacher_mlp, teacher_classes and teacher_linear (see
+    engine/data.py), teacher_powerlaw (a linear teacher on inputs with covariance spectrum
+    k^-alpha) and single_index (y = (w·x)^degree). test_size > 0 evaluates every run on that
+    many held-out samples at steps 0, 1, 2, 5, 10, 20, 50, ... and at its last step: fresh
+    teacher samples, the file at test_path (CIFAR-10 binary, MNIST IDX, .npz) or, for a dataset
+    without test_path, its last test_size samples (which training then never reaches).
+    """
 
     kind: Literal[
         "teacher_mlp",
         "teacher_classes",
         "teacher_linear",
+        "teacher_powerlaw",
+        "single_index",
         "scalar",
         "mnist1m",
         "cifar5m",
@@ -94,6 +133,25 @@ class DataConfig(Strict):
     target: float = Field(1.0, description="the target y of the scalar toy model")
     path: str | None = Field(None, description="local folder or file of a file dataset")
     offset_batches: int = Field(0, ge=0, le=10**9, description="file datasets: batches to skip")
+    alpha: float = Field(1.5, gt=0, le=10, description="teacher_powerlaw: spectrum k^-alpha")
+    degree: int = Field(2, ge=1, le=8, description="single_index: y = (w·x)^degree")
+    test_size: int = Field(0, ge=0, le=1_000_000, description="held-out samples; 0: none")
+    test_path: str | None = Field(None, description="held-out set file or folder")
+
+    def unused_keys(self) -> tuple[str, ...]:
+        """Keys that do not change this stream's samples: left out of run ids."""
+        unused = ["path", "test_path"]  # the same data elsewhere gives the same runs
+        if self.offset_batches == 0:
+            unused.append("offset_batches")
+        if self.kind != "scalar":
+            unused.append("target")  # only the toy model has a fixed target
+        if self.kind != "teacher_powerlaw":
+            unused.append("alpha")
+        if self.kind != "single_index":
+            unused.append("degree")
+        if self.test_size == 0:
+            unused += ["test_size"]
+        return tuple(unused)
 
     @property
     def from_files(self) -> bool:
@@ -107,7 +165,7 @@ class TrainConfig(Strict):
     batch_size: int = Field(32, ge=1, le=1_000_000)
     steps: int = Field(1000, ge=1, le=10**9)
     loss: Literal["mse", "xent"] = "mse"
-    optimizer: Literal["sgd"] = "sgd"
+    optimizer: Literal["sgd", "signsgd", "adam"] = "sgd"
     dtype: Literal["auto", "float32", "float64"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = Field(250, ge=1, le=10**9)
@@ -203,8 +261,12 @@ class Preset(Strict):
             )
         if self.data.kind in FILE_DATASETS and self.data.kind != "mnist1d" and not self.data.path:
             raise ValueError(f"data.kind = '{self.data.kind}' reads local files: set data.path")
-        if self.network.kind == "cnn" and self.data.kind not in FILE_DATASETS:
-            raise ValueError("network.kind = 'cnn' needs an image dataset in data.kind")
+        if self.network.kind in IMAGE_MODELS and self.data.kind not in FILE_DATASETS:
+            raise ValueError(
+                f"network.kind = '{self.network.kind}' needs an image dataset in data.kind"
+            )
+        if self.data.kind == "scalar" and self.data.test_size:
+            raise ValueError("the scalar toy model has no test set: set data.test_size = 0")
         if (self.network.kind == "chain") != (self.data.kind == "scalar"):
             raise ValueError(
                 "network.kind = 'chain' (the scalar toy model) goes with data.kind = 'scalar'"
@@ -250,7 +312,7 @@ class RunSpec(Strict):
     data: DataConfig
     batch_size: int
     loss: Literal["mse", "xent"]
-    optimizer: Literal["sgd"]
+    optimizer: Literal["sgd", "signsgd", "adam"]
     dtype: Literal["float32", "float64"]
     divergence_factor: float
     curve_cap: int
@@ -277,11 +339,9 @@ class RunSpec(Strict):
     def _identity(self) -> dict[str, Any]:
         """The fields that determine the result: settings a run does not use are left out."""
         dump = self.model_dump()
-        dump["data"].pop("path")
-        if dump["data"]["offset_batches"] == 0:
-            dump["data"].pop("offset_batches")
-        if self.data.kind != "scalar":
-            dump["data"].pop("target")  # only the toy model has a fixed target
+        for section in ("network", "data"):
+            for key in getattr(self, section).unused_keys():
+                dump[section].pop(key)
         return dump
 
 
@@ -290,19 +350,40 @@ class PresetError(Exception):
 
 
 def depth_label(network: NetworkConfig) -> int:
-    """L of the η ∝ γ^(2/L) law: network.depth, or the fixed label of the architecture."""
+    """L of the η ∝ γ^(2/L) law: network.depth_label, network.depth, or the architecture's."""
+    if network.depth_label is not None:
+        return network.depth_label
     return DEPTH_LABELS.get(network.kind, network.depth)
 
 
 def sweep_depth_label(config: Mapping[str, Any]) -> int:
     """`depth_label` of a sweep's stored config (a Preset dumped to JSON)."""
     network = config.get("network", {})
+    if network.get("depth_label") is not None:
+        return int(network["depth_label"])
     return DEPTH_LABELS.get(network.get("kind", "mlp"), int(network.get("depth", 2)))
 
 
-def predicted_eta_exponent(gamma: float, depth: int) -> float:
-    """The exponent p in η* ∝ γ^p: 2 in the lazy regime (γ < 1), 2/L in the rich one."""
-    return 2.0 if gamma < 1.0 else 2.0 / depth
+def sweep_optimizer(config: Mapping[str, Any]) -> str:
+    """The optimizer of a sweep's stored config."""
+    return str(config.get("train", {}).get("optimizer", "sgd"))
+
+
+def lazy_exponent(optimizer: str = "sgd") -> float:
+    """p of η* ∝ γ^p for γ << 1: 2 for SGD, 1 for the scale-free SignSGD and Adam.
+
+    SGD's step on a weight is η times a gradient ∝ 1/γ, and the output moves by that over γ:
+    η/γ². SignSGD and Adam steps do not scale with the gradient: the output moves by η/γ.
+    In the rich regime the weights must grow by γ^(1/L): η* ∝ γ^(2/L) for SGD, γ^(1/L) for
+    the others (PAPER.md §1).
+    """
+    return 2.0 if optimizer == "sgd" else 1.0
+
+
+def predicted_eta_exponent(gamma: float, depth: int, optimizer: str = "sgd") -> float:
+    """The exponent p in η* ∝ γ^p: lazy_exponent below γ = 1, lazy_exponent/L above."""
+    lazy = lazy_exponent(optimizer)
+    return lazy if gamma < 1.0 else lazy / depth
 
 
 def eta_values(preset: Preset, gamma: float) -> list[float]:
@@ -310,7 +391,9 @@ def eta_values(preset: Preset, gamma: float) -> list[float]:
     base = preset.eta.values()
     if preset.eta.scale == "absolute":
         return base
-    scale = gamma ** predicted_eta_exponent(gamma, depth_label(preset.network))
+    scale = gamma ** predicted_eta_exponent(
+        gamma, depth_label(preset.network), preset.train.optimizer
+    )
     return [_round(c * scale) for c in base]
 
 
