@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added `evals` (held-out loss and accuracy); a version-1 cache is upgraded on open."""
 DB_NAME = "cache.sqlite"
 ENV_VAR = "GAMMA_TUI_CACHE"
 LEASE_SECONDS = float(os.environ.get("GAMMA_TUI_LEASE_SECONDS") or 120.0)
@@ -64,6 +65,9 @@ CREATE TABLE IF NOT EXISTS curve_chunks (
     data BLOB NOT NULL, PRIMARY KEY (run_id, start_step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS evals (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, accuracy REAL,
+    PRIMARY KEY (run_id, step)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 """
 
@@ -139,6 +143,15 @@ class Chunk:
 
 
 @dataclass(frozen=True)
+class Evals:
+    """A run's held-out evaluations: steps, losses and accuracies (NaN without classes)."""
+
+    steps: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+
+
+@dataclass(frozen=True)
 class Progress:
     """What a worker commits for one run: new chunks, a checkpoint and counters."""
 
@@ -152,6 +165,8 @@ class Progress:
     diverged_step: int | None = None
     error: str | None = None
     wall_seconds: float = 0.0
+    evals: list[tuple[int, float, float | None]] = field(default_factory=list)
+    """Held-out (step, loss, accuracy or None) measured since the last commit."""
 
 
 def default_cache_dir() -> Path:
@@ -290,15 +305,15 @@ class Cache:
                     f"{self.path} was written by a newer gamma-tui (schema {version}, this one "
                     f"reads {SCHEMA_VERSION}); upgrade gamma-tui or use another --cache directory"
                 )
-            if row is not None:
+            if version == SCHEMA_VERSION:
                 return
-        # first open, or one cut short: create everything in one transaction (BEGIN IMMEDIATE
-        # also serializes two processes creating the same cache)
+        # first open, one cut short, or an older schema: create what is missing in one
+        # transaction (BEGIN IMMEDIATE also serializes two processes creating the same cache)
         with self.transaction() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)  # idempotent: IF NOT EXISTS
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -389,7 +404,7 @@ class Cache:
                 " (SELECT run_id FROM sweep_runs WHERE sweep!=?)",
                 (name, name),
             )
-            for table in ("curve_chunks", "checkpoints", "runs"):
+            for table in ("curve_chunks", "checkpoints", "evals", "runs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
             count = db.execute("SELECT COUNT(*) FROM doomed").fetchone()[0]
             db.execute("DELETE FROM sweeps WHERE name=?", (name,))
@@ -474,6 +489,10 @@ class Cache:
                         for c in update.chunks
                     ],
                 )
+                db.executemany(
+                    "INSERT OR REPLACE INTO evals VALUES (?,?,?,?)",
+                    [(update.run_id, *values) for values in update.evals],
+                )
                 if update.checkpoint is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
@@ -492,6 +511,7 @@ class Cache:
         """
         with self.transaction() as db:
             db.execute("DELETE FROM curve_chunks WHERE run_id=? AND start_step>=?", (run_id, step))
+            db.execute("DELETE FROM evals WHERE run_id=? AND step>?", (run_id, step))
             if step == 0:
                 db.execute("DELETE FROM checkpoints WHERE run_id=?", (run_id,))
             db.execute(
@@ -535,8 +555,15 @@ class Cache:
                 "SELECT step, data FROM checkpoints WHERE run_id=?", (run_id,)
             ).fetchone()
             checkpoint = (int(saved[0]), bytes(saved[1])) if saved else None
+            evals = tuple(
+                (int(step), float(loss), accuracy)
+                for step, loss, accuracy in self._db.execute(
+                    "SELECT step, loss, accuracy FROM evals WHERE run_id=? ORDER BY step",
+                    (run_id,),
+                )
+            )
             fields = dict(zip(_STATE_COLUMNS, row, strict=True))
-            states.append(RunState(**fields, chunks=chunks, checkpoint=checkpoint))
+            states.append(RunState(**fields, chunks=chunks, checkpoint=checkpoint, evals=evals))
         return states
 
     def merge_runs(self, states: Iterable[RunState]) -> list[str]:
@@ -581,6 +608,11 @@ class Cache:
                 db.executemany(
                     "INSERT INTO curve_chunks VALUES (?,?,?,?)",
                     [(state.run_id, *chunk) for chunk in state.chunks],
+                )
+                db.execute("DELETE FROM evals WHERE run_id=?", (state.run_id,))
+                db.executemany(
+                    "INSERT INTO evals VALUES (?,?,?,?)",
+                    [(state.run_id, *values) for values in state.evals],
                 )
                 if state.checkpoint is not None:
                     db.execute(
@@ -686,6 +718,25 @@ class Cache:
             parts.setdefault(run_id, []).append((start, window, data))
         return {run_id: _assemble(chunks) for run_id, chunks in parts.items()}
 
+    def evals(self, run_ids: Iterable[str]) -> dict[str, Evals]:
+        """The held-out evaluations of the given runs that have any, keyed by run id."""
+        rows: dict[str, list[tuple[int, float, float | None]]] = {}
+        for batch in _batches(list(run_ids)):
+            for run_id, step, loss, accuracy in self._db.execute(
+                "SELECT run_id, step, loss, accuracy FROM evals"
+                f" WHERE run_id IN ({','.join('?' * len(batch))}) ORDER BY run_id, step",
+                batch,
+            ):
+                rows.setdefault(run_id, []).append((step, loss, accuracy))
+        return {
+            run_id: Evals(
+                np.array([r[0] for r in found], dtype=np.int64),
+                np.array([r[1] for r in found], dtype=np.float64),
+                np.array([np.nan if r[2] is None else r[2] for r in found], dtype=np.float64),
+            )
+            for run_id, found in rows.items()
+        }
+
 
 _STATE_COLUMNS = (
     "run_id", "spec_json", "shard_key", "gamma", "eta", "seed", "dtype", "status",
@@ -720,6 +771,7 @@ class RunState:
     wall_seconds: float
     chunks: tuple[tuple[int, int, bytes], ...] = ()
     checkpoint: tuple[int, bytes] | None = None
+    evals: tuple[tuple[int, float, float | None], ...] = ()
 
     def row_values(self, status: str, steps_target: int) -> tuple[Any, ...]:
         """Values for _STATE_COLUMNS, with the merged status and target."""

@@ -41,7 +41,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -248,6 +248,17 @@ class ArrayDataset:
             "train.steps or the batch size, or use a larger dataset"
         )
 
+    def hold_out(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Remove the last n samples from the training stream and return them (a test set)."""
+        if not 0 < n < self.info.n_samples:
+            raise DatasetError(
+                f"data.test_size = {n:,} cannot be held out of a {self.info.kind} dataset of "
+                f"{self.info.n_samples:,} samples; lower it or give data.test_path"
+            )
+        held = self.take(n, self.info.n_samples - n)
+        self.info = replace(self.info, n_samples=self.info.n_samples - n)
+        return held
+
     def take(self, n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Samples [start, start + n), e.g. a held-out test set or its first n samples."""
         if n < 0 or start < 0 or start + n > self.info.n_samples:
@@ -330,6 +341,45 @@ def open_dataset(kind: str, path: str | Path | None, **options: Any) -> ArrayDat
     except TypeError as error:
         raise DatasetError(f"bad option for dataset {kind!r}: {error}") from None
     return opener(path, **options)
+
+
+TEST_KINDS = {"mnist1m": "mnist_idx", "cifar5m": "cifar10_bin", "npz": "npz"}
+"""The format of a training dataset's held-out set at data.test_path (a .npz file is npz)."""
+
+
+def open_split(
+    kind: str, path: str | None, test_size: int, test_path: str | None
+) -> tuple[ArrayDataset, tuple[np.ndarray, np.ndarray] | None]:
+    """The training stream of a dataset and its first `test_size` held-out samples (or None).
+
+    The held-out set is read from `test_path` (MNIST IDX for mnist1m, CIFAR-10 binary for
+    cifar5m, or any .npz with X and y), else from the mnist1d package's test split, else it is
+    the last `test_size` samples of the training files, which the training stream then ends
+    before.
+    """
+    dataset = open_dataset(kind, path)
+    if not test_size:
+        return dataset, None
+    if test_path is None and kind != "mnist1d":
+        return dataset, dataset.hold_out(test_size)
+    if test_path is None:
+        test = open_dataset("mnist1d", path, split="test")
+    else:
+        test_kind = "npz" if str(test_path).endswith(".npz") else TEST_KINDS.get(kind, kind)
+        options = {} if test_kind == "npz" else {"split": "test"}
+        test = open_dataset(test_kind, test_path, **options)
+    if test.info.input_shape != dataset.info.input_shape:
+        raise DatasetError(
+            f"the held-out set at {test_path} has samples of shape {test.info.input_shape}, "
+            f"the training data {dataset.info.input_shape}; point data.test_path at the "
+            "matching test set"
+        )
+    if test_size > test.info.n_samples:
+        raise DatasetError(
+            f"data.test_size = {test_size:,} but the held-out set has "
+            f"{test.info.n_samples:,} samples; lower data.test_size"
+        )
+    return dataset, test.take(test_size)
 
 
 @contextmanager

@@ -10,8 +10,8 @@ Layout (Pehlevan-Group/Richness_Sweep, vision_tasks/models.py; PAPER.md §1), in
 N(0, 1) weights, zero biases, step size N·η, depth label L = 4. The members of an ensemble
 share the input batch: the first convolution of all members is one convolution with E·N
 output channels, the second a grouped convolution (groups = E), and the linear layers are
-batched matmuls. Gradients come from autograd; the step size is folded into the output
-gradient, so every parameter then moves by minus its gradient.
+batched matmuls. Gradients come from autograd (functional.AutogradEnsemble); for SGD the step
+size is folded into the output gradient, so every parameter then moves by minus its gradient.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from gamma_tui.engine.functional import AutogradEnsemble
 
 
 @dataclass(frozen=True)
@@ -82,27 +84,20 @@ class ConvArchitecture:
         return EnsembleCNN(self, params)
 
 
-class EnsembleCNN:
+class EnsembleCNN(AutogradEnsemble):
     """E CNN members trained in lockstep on a shared batch."""
 
     def __init__(self, arch: ConvArchitecture, params: list[torch.Tensor]) -> None:
+        super().__init__(params)
         self.arch = arch
-        self.params = params
-
-    @property
-    def size(self) -> int:
-        """Number of members E."""
-        return self.params[0].shape[0]
 
     def _layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         step = 2 if self.arch.bias else 1
         weight = self.params[index * step]
         return weight, self.params[index * step + 1] if self.arch.bias else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f_mu (E, B, C) for inputs (B, C, H, W); the returned context is f_mu itself."""
-        for p in self.params:
-            p.requires_grad_(True)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """f_mu (E, B, C) for inputs (B, C, H, W)."""
         members, batch = self.size, x.shape[0]
         hidden = self._conv(x, 0, groups=1)
         hidden = self._conv(hidden, 1, groups=members)
@@ -110,8 +105,7 @@ class EnsembleCNN:
         weight, bias = self._layer(2)
         hidden = torch.relu(self._linear(features, weight, bias) / math.sqrt(weight.shape[2]))
         weight, bias = self._layer(3)
-        out = self._linear(hidden, weight, bias) / weight.shape[2]
-        return out, out
+        return self._linear(hidden, weight, bias) / weight.shape[2]
 
     def _conv(self, x: torch.Tensor, layer: int, groups: int) -> torch.Tensor:
         """Convolution of every member (stacked along channels), ReLU and 2×2 average pool."""
@@ -125,22 +119,3 @@ class EnsembleCNN:
     def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out = torch.bmm(x, weight.transpose(1, 2))
         return out if bias is None else out + bias[:, None, :]
-
-    def sgd_step(self, x: torch.Tensor, ctx: torch.Tensor, grad_out: torch.Tensor) -> None:
-        """Backpropagate the step-size-scaled output gradient and move every parameter."""
-        grads = torch.autograd.grad(ctx, self.params, grad_out)
-        with torch.no_grad():
-            for param, grad in zip(self.params, grads, strict=True):
-                param.sub_(grad)
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep only the members at indices `keep`."""
-        self.params = [p.detach().index_select(0, keep) for p in self.params]
-
-    def extend(self, other: EnsembleCNN) -> None:
-        """Append another ensemble's members."""
-        self.params = [
-            torch.cat([a.detach(), b]) for a, b in zip(self.params, other.params, strict=True)
-        ]

@@ -3,7 +3,8 @@
 Batches are drawn in blocks of steps, each block from its own generator seeded by the data
 seed and the block index, so any step can be regenerated without replaying the ones before
 it: a resumed run sees exactly the batches it would have seen. Every member of an ensemble
-sees the same batch at each step, as in the reference code.
+sees the same batch at each step, as in the reference code. A stream's held-out test set
+(`test_set`) comes from a generator no block uses, or from the dataset's test files.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gamma_tui.config import DataConfig
 
 BLOCK_ELEMENTS = 1 << 22
 """About this many input numbers are drawn per block (16 MiB of float32)."""
+
+TEST_STREAM = 2**40
+"""The generator stream of synthetic test sets: no training block reaches this index."""
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -32,12 +37,31 @@ class Batch:
     target: torch.Tensor  # (B, C) values for MSE, (B,) class indices for cross-entropy
 
 
+@dataclass
+class TestSet:
+    """Held-out samples on the training device; `classes` is None for regression targets."""
+
+    x: torch.Tensor
+    target: torch.Tensor  # as Batch.target
+    classes: torch.Tensor | None  # (T,) class indices, for accuracy
+
+
+def _targets(classes: torch.Tensor, outputs: int, loss: str, dtype: torch.dtype) -> torch.Tensor:
+    """Class indices for cross-entropy, one-hot {0, 1} rows for MSE (as the reference)."""
+    if loss == "xent":
+        return classes
+    return torch.nn.functional.one_hot(classes, outputs).to(dtype)
+
+
 class TeacherStream:
     """Gaussian inputs x ~ N(0, I_D) labelled by a fixed random teacher.
 
     teacher_mlp: y_c = Σ_k a_ck relu(u_k·x) / 2 with u_k ~ N(0, I/D), a_ck = ±1 (PAPER.md §5).
     teacher_classes: the same teacher's argmax as a class label (one-hot {0,1} targets for
     MSE, indices for cross-entropy). teacher_linear: y = U x with U ~ N(0, I/D).
+    teacher_powerlaw: inputs with covariance diag(k^-alpha), k = 1..D, and y = U x / sqrt(Σ_k
+    k^-alpha) with U ~ N(0, 1), so E[y²] = 1 (a power-law spectrum, as in linear-regression
+    scaling-law models). single_index: y = (u·x)^degree with u ~ N(0, I/D).
     """
 
     def __init__(
@@ -54,7 +78,12 @@ class TeacherStream:
         self.input_dim = config.input_dim
         generator = _generator(config.seed, 0)
         d, k, c = config.input_dim, config.hidden, config.outputs
-        if config.kind == "teacher_linear":
+        spectrum = torch.arange(1, d + 1, dtype=torch.float64) ** -config.alpha
+        self.scale = spectrum.sqrt().float() if config.kind == "teacher_powerlaw" else None
+        if config.kind == "teacher_powerlaw":
+            u = torch.randn(c, d, generator=generator, dtype=torch.float64)
+            self.u, self.a = u / math.sqrt(float(spectrum.sum())), None
+        elif config.kind in ("teacher_linear", "single_index"):
             self.u = torch.randn(c, d, generator=generator, dtype=torch.float64) / math.sqrt(d)
             self.a = None
         else:
@@ -73,6 +102,8 @@ class TeacherStream:
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Teacher outputs (..., C) in float64 for inputs (..., D)."""
         pre = x.to(torch.float64) @ self.u.T
+        if self.config.kind == "single_index":
+            return pre**self.config.degree
         if self.a is None:
             return pre
         return torch.relu(pre) @ self.a.T / 2.0
@@ -87,21 +118,33 @@ class TeacherStream:
 
     def _load_block(self, block: int) -> None:
         """Draw the inputs of `block_steps` steps on CPU and label them."""
-        generator = _generator(self.config.seed, block + 1)
         shape = (self.block_steps, self.batch_size, self.config.input_dim)
-        x = torch.randn(shape, generator=generator, dtype=torch.float32)
+        self._x, self._target, _ = self._draw(block + 1, shape)
+        self._block_index = block
+
+    def _draw(
+        self, stream: int, shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Inputs, targets and (for classes) class indices from generator `stream`, on device."""
+        x = torch.randn(shape, generator=_generator(self.config.seed, stream), dtype=torch.float32)
+        if self.scale is not None:
+            x *= self.scale
         y = self.labels(x)
+        classes = None
         if self.config.kind == "teacher_classes":
             classes = y.argmax(dim=-1)
-            if self.loss == "xent":
-                target = classes
-            else:
-                target = torch.nn.functional.one_hot(classes, self.config.outputs).to(self.dtype)
+            target = _targets(classes, self.config.outputs, self.loss, self.dtype)
         else:
             target = y.to(self.dtype)
-        self._x = x.to(device=self.device, dtype=self.dtype)
-        self._target = target.to(self.device)
-        self._block_index = block
+        x = x.to(device=self.device, dtype=self.dtype)
+        return x, target.to(self.device), None if classes is None else classes.to(self.device)
+
+    def test_set(self) -> TestSet | None:
+        """data.test_size fresh samples from a generator training never uses (None if 0)."""
+        size = self.config.test_size
+        if not size:
+            return None
+        return TestSet(*self._draw(TEST_STREAM, (size, self.config.input_dim)))
 
 
 class ScalarStream:
@@ -124,6 +167,10 @@ class ScalarStream:
         """The same (x, y) = (1, target) at every step."""
         return self._batch
 
+    def test_set(self) -> None:
+        """The toy model has no held-out set."""
+        return None
+
 
 class FileStream:
     """Batches read in file order from a local dataset (gamma_tui.datasets), flattened for MLPs.
@@ -141,11 +188,13 @@ class FileStream:
         device: torch.device,
         flatten: bool = True,
     ) -> None:
-        from gamma_tui.datasets import open_dataset
+        from gamma_tui.datasets import open_split
 
         self.config, self.batch_size, self.loss = config, batch_size, loss
         self.dtype, self.device, self.flatten = dtype, device, flatten
-        self.dataset = open_dataset(config.kind, config.path)
+        self.dataset, self._held_out = open_split(
+            config.kind, config.path, config.test_size, config.test_path
+        )
         self.input_dim = self.dataset.info.input_dim
         self.input_shape = self.dataset.info.input_shape
 
@@ -157,14 +206,22 @@ class FileStream:
     def batch(self, step: int) -> Batch:
         """The batch of `step`: samples [(o + step)·B, (o + step + 1)·B) in file order."""
         x, labels = self.dataset.batch(step, self.batch_size, self.config.offset_batches)
+        inputs, classes = self._on_device(x, labels)
+        return Batch(inputs, _targets(classes, self.outputs, self.loss, self.dtype))
+
+    def test_set(self) -> TestSet | None:
+        """The held-out samples chosen by data.test_size and data.test_path (None if 0)."""
+        if self._held_out is None:
+            return None
+        inputs, classes = self._on_device(*self._held_out)
+        return TestSet(inputs, _targets(classes, self.outputs, self.loss, self.dtype), classes)
+
+    def _on_device(self, x: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (flattened for MLPs) and class indices as device tensors."""
         inputs = torch.from_numpy(x)
-        inputs = inputs.reshape(self.batch_size, -1) if self.flatten else inputs
+        inputs = inputs.reshape(len(x), -1) if self.flatten else inputs
         inputs = inputs.to(device=self.device, dtype=self.dtype)
-        classes = torch.from_numpy(labels).to(self.device)
-        if self.loss == "xent":
-            return Batch(inputs, classes)
-        one_hot = torch.nn.functional.one_hot(classes, self.outputs).to(self.dtype)
-        return Batch(inputs, one_hot)
+        return inputs, torch.from_numpy(labels).to(self.device)
 
 
 Stream = TeacherStream | ScalarStream | FileStream

@@ -147,6 +147,10 @@ class EnsembleMLP:
             pre.append(z)
         return z, pre
 
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """f_mu (E, B, C) for inputs x (B, D)."""
+        return self.forward(x)[0]
+
     def _finish_layer(self, z: torch.Tensor, layer: int) -> torch.Tensor:
         """Add the bias and apply the layer's forward multiplier."""
         b = self.bias(layer)

@@ -6,6 +6,8 @@ steps them in lockstep on a shared batch. Runs that start later (resumed or exte
 different steps) form cohorts that join the ensemble once it reaches their step. Members
 that diverge or reach their target leave the ensemble, so they stop costing compute.
 Losses stay on the device and are read every `sync_every` steps, the only host sync.
+With a held-out test set (data.test_size), every member is evaluated at steps 0, 1, 2, 5,
+10, 20, 50, ... and at its last step; the values ride along with the losses.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ import numpy as np
 import torch
 
 from gamma_tui.cache import Cache, CacheError, Progress, next_boundary, reduce_losses
-from gamma_tui.config import NetworkConfig, RunSpec
+from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label
 from gamma_tui.engine.convnet import ConvArchitecture
-from gamma_tui.engine.data import FileStream, Stream, make_stream
-from gamma_tui.engine.parameterization import Architecture, learning_rate, loss_and_grad
+from gamma_tui.engine.data import FileStream, Stream, TestSet, make_stream
+from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
+from gamma_tui.engine.optimizers import EnsembleOptimizer, step_sizes
+from gamma_tui.engine.parameterization import Architecture, loss_and_grad
+
+EVAL_CHUNK = 1000
+"""Held-out samples per forward (the reference's test batch); at most 4 training batches, which
+the memory plan already allows for. BatchNorm models normalize each chunk by its statistics."""
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -42,6 +50,7 @@ class Member:
     last_checkpoint: int = 0
     diverged_step: int | None = None
     saved: dict[str, np.ndarray] | None = None
+    evals: list[tuple[int, float, float | None]] = field(default_factory=list)
 
     @property
     def pending_count(self) -> int:
@@ -70,20 +79,65 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-Family = Architecture | ConvArchitecture
+Family = Architecture | ConvArchitecture | FunctionalArchitecture
 """A model family: shapes, initialisation and the ensemble class of one network kind."""
 
 
-def model_family(network: NetworkConfig, stream: Stream) -> Family:
-    """The family of `network` on the stream's inputs and outputs."""
-    if network.kind == "cnn":
+def is_eval_step(step: int) -> bool:
+    """Whether held-out evaluation happens at `step`: 0 and 1, 2, 5 times powers of ten."""
+    if step == 0:
+        return True
+    while step % 10 == 0:
+        step //= 10
+    return step in (1, 2, 5)
+
+
+def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd") -> Family:
+    """The family of `network` on the stream's inputs and outputs.
+
+    MLPs and the chain take the hand-written fast path under SGD and the general (vmap +
+    autograd) path under the other optimizers, which need raw gradients.
+    """
+    label = depth_label(network)
+    if network.kind in IMAGE_MODELS:
         if not isinstance(stream, FileStream):
-            raise ValueError("the CNN trains on image datasets only")
+            raise ValueError(f"network.kind = '{network.kind}' trains on image datasets only")
         shape = stream.input_shape
-        return ConvArchitecture(
-            (shape[0], shape[1], shape[2]), network.width, stream.outputs, network.bias
+        if len(shape) != 3:
+            raise ValueError(
+                f"network.kind = '{network.kind}' needs images (C, H, W); this dataset's "
+                f"samples have shape {shape}"
+            )
+        image = (shape[0], shape[1], shape[2])
+        classes = stream.outputs
+        if network.kind == "cnn":
+            arch = ConvArchitecture(image, network.width, classes, network.bias)
+            if min(arch.feature_shape) < 1:
+                raise ValueError(
+                    f"{image[1]}×{image[2]} images are too small for the CNN (two 3×3 convs "
+                    "and 2×2 pools need at least 10×10)"
+                )
+            return arch
+        if network.kind == "resnet18":
+            return FunctionalArchitecture(
+                lambda: ResNet18(image[0], network.width, classes), image, network.width, label
+            )
+        return FunctionalArchitecture(
+            lambda: ViT(image, network, classes), image, network.width, label
         )
-    return Architecture.of(network, stream.input_dim, stream.outputs)
+    arch = Architecture.of(network, stream.input_dim, stream.outputs)
+    return arch if optimizer == "sgd" else functional_mlp(arch)
+
+
+def functional_mlp(arch: Architecture) -> FunctionalArchitecture:
+    """The MLP `arch` on the general path: same parameters, same initial draws."""
+    return FunctionalArchitecture(
+        lambda: MLPModule(arch.widths, arch.bias, arch.activation),
+        (arch.widths[0],),
+        arch.width,
+        arch.depth_label,
+        ones_init=arch.init_kind == "ones",
+    )
 
 
 def member_bytes(arch: Family, batch_size: int, dtype: torch.dtype) -> int:
@@ -122,15 +176,18 @@ class ShardTrainer:
             return 0
         spec = members[0].spec
         self.dtype = DTYPES[spec.dtype]
+        self.optimizer_kind, self.loss_kind = spec.optimizer, spec.loss
         self.stream = make_stream(
             spec.data,
             spec.batch_size,
             spec.loss,
             self.dtype,
             self.options.device,
-            flatten=spec.network.kind != "cnn",
+            flatten=spec.network.kind not in IMAGE_MODELS,
         )
-        self.arch = model_family(spec.network, self.stream)
+        self.test: TestSet | None = self.stream.test_set()
+        self.eval_chunk = min(EVAL_CHUNK, 4 * spec.batch_size)
+        self.arch = model_family(spec.network, self.stream, spec.optimizer)
         per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
         size = max(1, int(memory_budget(self.options.device) // per_member))
         for first in range(0, len(members), size):
@@ -143,6 +200,7 @@ class ShardTrainer:
         cohorts = sorted({m.start_step for m in members})
         active: list[Member] = []
         self.model: Any = None
+        self.optimizer: EnsembleOptimizer | None = None
         step, last_commit = cohorts[0], time.monotonic()
         while (active or cohorts) and not self.stop_requested:
             if cohorts and (not active or step == cohorts[0]):
@@ -158,17 +216,22 @@ class ShardTrainer:
             # depends on wall-clock time, so the curve would too
             sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
             horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
-            losses = self._run_steps(model, active, step, horizon)
+            losses, evals = self._run_steps(model, active, step, horizon)
             step = horizon
-            self._record(active, losses, step)
+            self._record(active, losses, step, evals)
             finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
+            if self.test is not None and any(m.diverged_step is None for m in finished):
+                self._record_evals(finished, active, [(step, *self._evaluate(model))])
             due = time.monotonic() - last_commit >= self.options.commit_seconds
             if finished or due:
                 self._commit(active, step, final=finished)
                 last_commit = time.monotonic()
             if finished:
                 keep = [i for i, m in enumerate(active) if m not in finished]
-                model.select(torch.tensor(keep, dtype=torch.long, device=self.options.device))
+                index = torch.tensor(keep, dtype=torch.long, device=self.options.device)
+                model.select(index)
+                if self.optimizer is not None:
+                    self.optimizer.select(index)
                 self._centering_select(keep)
                 active = [active[i] for i in keep]
         if active:
@@ -207,7 +270,8 @@ class ShardTrainer:
     def _member_params(self, member: Member) -> list[torch.Tensor]:
         """A member's parameters from its checkpoint, or its seed's initial draw."""
         if member.saved is not None:
-            return [torch.from_numpy(member.saved[f"p{i}"]) for i in range(len(member.saved))]
+            count = sum(1 for name in member.saved if name.startswith("p"))
+            return [torch.from_numpy(member.saved[f"p{i}"]) for i in range(count)]
         return self.arch.init(member.spec.seed)
 
     def _stack(self, tensors: list[list[torch.Tensor]]) -> list[torch.Tensor]:
@@ -220,26 +284,39 @@ class ShardTrainer:
     def _join(self, active: list[Member], joining: list[Member]) -> None:
         """Add a cohort to the ensemble and rebuild the per-member vectors."""
         newcomers = self.arch.ensemble(self._stack([self._member_params(m) for m in joining]))
+        state = None
+        if self.optimizer_kind != "sgd":
+            saved = [
+                None if m.saved is None else {k: torch.from_numpy(v) for k, v in m.saved.items()}
+                for m in joining
+            ]
+            state = EnsembleOptimizer.restore(self.optimizer_kind, newcomers.params, saved)
         for member in joining:
             member.saved = None
         if self.model is None:
-            self.model = newcomers
+            self.model, self.optimizer = newcomers, state
         else:
             self.model.extend(newcomers)
+            if self.optimizer is not None and state is not None:
+                self.optimizer.extend(state)
         self._set_vectors(active + joining)
 
     def _set_vectors(self, members: list[Member]) -> None:
-        """Per-member γ, step size N·η and centering (frozen init per distinct seed)."""
+        """Per-member γ, step size and centering (frozen init per distinct seed)."""
         device = self.options.device
         self.gamma = torch.tensor([m.spec.gamma for m in members], dtype=self.dtype, device=device)
+        etas = [m.spec.eta for m in members]
         self.step_size = torch.tensor(
-            [learning_rate(m.spec.eta, self.arch.width) for m in members],
-            dtype=self.dtype,
-            device=device,
+            step_sizes(self.optimizer_kind, etas, self.arch.width), dtype=self.dtype, device=device
         )
         seeds = sorted({m.spec.seed for m in members})
         self.frozen = self.arch.ensemble(self._stack([self.arch.init(s) for s in seeds]))
         self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
+        if self.test is not None:  # the frozen outputs on the test set, chunk by chunk
+            with torch.no_grad():
+                self.test_f0 = torch.cat(
+                    [self.frozen.predict(x) for x in self.test.x.split(self.eval_chunk)], dim=1
+                )
 
     def _centering_select(self, keep: list[int]) -> None:
         """Compact the per-member vectors after members left."""
@@ -250,25 +327,59 @@ class ShardTrainer:
 
     # ---- the training loop ---------------------------------------------------------------
 
-    def _run_steps(self, model: Any, active: list[Member], start: int, stop: int) -> torch.Tensor:
-        """Train steps [start, stop); returns the (E, stop - start) losses, still on device."""
-        loss_kind = active[0].spec.loss
+    def _run_steps(
+        self, model: Any, active: list[Member], start: int, stop: int
+    ) -> tuple[torch.Tensor, list[Evaluation]]:
+        """Train steps [start, stop): the (E, stop - start) losses and the held-out
+        evaluations made on the way, all still on the device."""
         losses = torch.empty(
             len(active), stop - start, dtype=self.dtype, device=self.options.device
         )
+        scaled = self.optimizer is None  # SGD: the step size rides in the output gradient
+        ones = torch.ones_like(self.step_size)
+        evals = []
         for offset, step in enumerate(range(start, stop)):
+            if self.test is not None and is_eval_step(step):
+                evals.append((step, *self._evaluate(model)))
             batch = self.stream.batch(step)
             f_mu, pre = model.forward(batch.x)
             with torch.no_grad():  # autograd models: only the members' forward is a graph
-                f_mu0 = self.frozen.forward(batch.x)[0].index_select(0, self.seed_index)
+                f_mu0 = self.frozen.predict(batch.x).index_select(0, self.seed_index)
+                rate = self.step_size if scaled else ones
                 value, grad = loss_and_grad(
-                    f_mu, f_mu0, self.gamma, self.step_size, batch.target, loss_kind
+                    f_mu, f_mu0, self.gamma, rate, batch.target, self.loss_kind
                 )
                 losses[:, offset] = value
-            model.sgd_step(batch.x, pre, grad)
-        return losses
+            if self.optimizer is None:
+                model.sgd_step(batch.x, pre, grad)
+            else:
+                grads = model.gradients(batch.x, pre, grad)
+                with torch.no_grad():
+                    self.optimizer.step(model.params, grads, self.step_size, step)
+        return losses, evals
 
-    def _record(self, active: list[Member], losses: torch.Tensor, stop: int) -> None:
+    def _evaluate(self, model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every member's held-out loss (E,) and accuracy (E,) (None without classes)."""
+        test = self.test
+        assert test is not None
+        size = test.x.shape[0]
+        total = torch.zeros(model.size, dtype=torch.float64, device=self.options.device)
+        correct = torch.zeros_like(total)
+        inv_gamma = (1.0 / self.gamma)[:, None, None]
+        with torch.no_grad():
+            for first in range(0, size, self.eval_chunk):
+                last = min(first + self.eval_chunk, size)
+                f0 = self.test_f0[:, first:last].index_select(0, self.seed_index)
+                f = (model.predict(test.x[first:last]) - f0) * inv_gamma
+                total += centered_loss_sum(f, test.target[first:last], self.loss_kind)
+                if test.classes is not None:
+                    hits = f.argmax(dim=2) == test.classes[first:last]
+                    correct += hits.sum(dim=1)
+        return total / size, None if test.classes is None else correct / size
+
+    def _record(
+        self, active: list[Member], losses: torch.Tensor, stop: int, evals: list[Evaluation]
+    ) -> None:
         """Move losses to the host, set initial losses and detect divergence."""
         host = losses.cpu().numpy()
         first = stop - host.shape[1]
@@ -281,6 +392,21 @@ class ShardTrainer:
                 member.diverged_step = first + int(bad[0])
                 row = row[: bad[0] + 1]
             member.pending.append(row.astype(np.float32))
+        self._record_evals(active, active, evals)
+
+    def _record_evals(
+        self, members: list[Member], active: list[Member], evals: list[Evaluation]
+    ) -> None:
+        """Append evaluations to `members` (a subset of `active`, the ensemble's rows), up to
+        each member's divergence."""
+        for step, loss, accuracy in evals:
+            values = loss.cpu().numpy()
+            hits = None if accuracy is None else accuracy.cpu().numpy()
+            for member in members:
+                row = active.index(member)
+                if member.diverged_step is None or step <= member.diverged_step:
+                    hit = None if hits is None else float(hits[row])
+                    member.evals.append((step, float(values[row]), hit))
 
     def _commit(
         self, active: list[Member], step: int, final: list[Member], checkpoint: bool = False
@@ -306,9 +432,10 @@ class ShardTrainer:
                     init_loss=member.init_loss,
                     last_loss=float(losses[-1]) if len(losses) else None,
                     diverged_step=member.diverged_step,
+                    evals=member.evals,
                 )
             )
-            member.pending, member.pending_start = [], steps_done
+            member.pending, member.pending_start, member.evals = [], steps_done, []
             if save:
                 member.last_checkpoint = step
         lost = self.cache.commit(self.owner, updates)
@@ -316,9 +443,27 @@ class ShardTrainer:
             raise LeaseLost(lost)
 
     def _checkpoint(self, index: int) -> dict[str, np.ndarray]:
-        """One member's parameters as named host arrays."""
+        """One member's parameters (p0, p1, ...) and optimizer state as named host arrays."""
         assert self.model is not None
-        return {f"p{i}": p[index].cpu().numpy() for i, p in enumerate(self.model.params)}
+        arrays = {f"p{i}": p[index].cpu().numpy() for i, p in enumerate(self.model.params)}
+        if self.optimizer is not None:
+            state = self.optimizer.member_state(index)
+            arrays.update({name: t.cpu().numpy() for name, t in state.items()})
+        return arrays
+
+
+Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
+"""A held-out evaluation of every member at one step: (step, losses (E,), accuracies (E,))."""
+
+
+def centered_loss_sum(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """Per-member loss (E,) summed over the samples of f (E, T, C): MSE averaged over outputs,
+    or cross-entropy; divide by T for the mean the training loss reports."""
+    if loss == "mse":
+        return (f - target).square().mean(dim=2).sum(dim=1)
+    log_probs = torch.log_softmax(f, dim=2)
+    classes = target.view(1, -1, 1).expand(f.shape[0], -1, 1)
+    return -log_probs.gather(2, classes).sum(dim=(1, 2))
 
 
 class LeaseLost(RuntimeError):
