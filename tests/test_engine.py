@@ -12,7 +12,6 @@ from support import tiny_preset_text
 from gamma_tui.cache import Cache
 from gamma_tui.config import RunSpec, expand, parse_preset
 from gamma_tui.engine.data import make_stream
-from gamma_tui.engine.parameterization import Architecture, EnsembleMLP, init_weights
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.runner import register
 
@@ -53,19 +52,6 @@ def test_cross_entropy_starts_at_log_classes(cache: Cache) -> None:
     specs = train(cache, text)
     for loss in curves_of(cache, specs).values():
         assert loss[0] == pytest.approx(math.log(5), rel=1e-6)
-
-
-def test_output_is_centered_and_scales_as_one_over_gamma() -> None:
-    arch = Architecture((8, 16, 16, 2), bias=False, activation="relu", width=16)
-    x = torch.randn(4, 8, dtype=torch.float64)
-    base = init_weights(arch, 0)
-    model = EnsembleMLP(arch, [p.unsqueeze(0) for p in base])
-    moved = EnsembleMLP(arch, [(p + 0.1 * torch.randn_like(p)).unsqueeze(0) for p in base])
-    f0 = model.forward(x)[0]
-    delta = moved.forward(x)[0] - f0
-    assert torch.equal(model.forward(x)[0] - f0, torch.zeros_like(f0))
-    for gamma in (0.1, 1.0, 10.0):
-        assert torch.allclose(delta / gamma * gamma, delta)
 
 
 def test_ensemble_member_matches_training_alone(tmp_path) -> None:

@@ -200,7 +200,7 @@ def test_resume_continues_bitwise_with_optimizer_state_and_evals(
         specs = train(cache, text)
         straight = cache.curves([s.run_id for s in specs])
         straight_evals = cache.evals([s.run_id for s in specs])
-    short = text.replace("steps = 12", "steps = 5").replace("checkpoint_every = 8", "checkpoint_every = 5")
+    short = text.replace("steps = 12", "steps = 5").replace("every = 8", "every = 5")
     with Cache(tmp_path / "resumed") as cache:
         train(cache, short)
         train(cache, text)
@@ -236,5 +236,15 @@ def test_regression_evals_have_no_accuracy_and_stop_at_divergence(tmp_path: Path
 
 def test_eval_steps_are_one_two_five_per_decade() -> None:
     assert [s for s in range(1001) if is_eval_step(s)] == [
-        0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000
+        0,
+        1,
+        2,
+        5,
+        10,
+        20,
+        50,
+        100,
+        200,
+        500,
+        1000,
     ]

@@ -111,13 +111,13 @@ def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd")
         image = (shape[0], shape[1], shape[2])
         classes = stream.outputs
         if network.kind == "cnn":
-            arch = ConvArchitecture(image, network.width, classes, network.bias)
-            if min(arch.feature_shape) < 1:
+            cnn = ConvArchitecture(image, network.width, classes, network.bias)
+            if min(cnn.feature_shape) < 1:
                 raise ValueError(
                     f"{image[1]}×{image[2]} images are too small for the CNN (two 3×3 convs "
                     "and 2×2 pools need at least 10×10)"
                 )
-            return arch
+            return cnn
         if network.kind == "resnet18":
             return FunctionalArchitecture(
                 lambda: ResNet18(image[0], network.width, classes), image, network.width, label
