@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -27,11 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from gamma_tui import runner
 from gamma_tui.cache import DB_NAME, Cache, CacheError, RunState
+from gamma_tui.config import BackendConfig, PresetError
 
 BACKENDS = ("local", "slurm", "ray")
 """Names accepted by `gamma-tui run --backend`."""
+
+FLAGS = {
+    "kind": "--backend",
+    "workers": "--workers",
+    "jobs_dir": "--jobs-dir",
+    "slurm": "--slurm",
+    "slurm_cluster": "--slurm-cluster",
+    "ray_address": "--ray-address",
+}
+"""The `gamma-tui run` option that overrides each key of a preset's [backend] table."""
 
 JOBS_ENV_VAR = "GAMMA_TUI_JOBS"
 """Environment variable naming the job folders' root (it must be on the shared filesystem)."""
@@ -350,3 +364,76 @@ def make_executor(
     if name == "ray":
         return RayExecutor(ray_address, pieces=workers)
     raise CacheError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def resolve_backend(
+    preset: BackendConfig,
+    kind: str | None = None,
+    workers: int | None = None,
+    jobs_dir: Path | str | None = None,
+    slurm: dict[str, Any] | None = None,
+    slurm_cluster: str | None = None,
+    ray_address: str | None = None,
+) -> BackendConfig:
+    """The preset's [backend] table with the command line on top, validated.
+
+    A flag that is given (not None) wins over the preset's key; `slurm` pairs are merged over
+    the preset's table, key by key. A bad flag value is a PresetError naming the flag.
+    """
+    flags = {
+        "kind": kind,
+        "workers": workers,
+        "jobs_dir": None if jobs_dir is None else str(jobs_dir),
+        "slurm_cluster": slurm_cluster,
+        "ray_address": ray_address,
+    }
+    merged = preset.model_dump() | {key: value for key, value in flags.items() if value is not None}
+    merged["slurm"] = preset.slurm | (slurm or {})
+    try:
+        return BackendConfig.model_validate(merged)
+    except ValidationError as error:  # the preset's own values were valid: a flag is wrong
+        raise PresetError("\n".join(_flag_problem(item) for item in error.errors())) from None
+
+
+def _flag_problem(item: Any) -> str:
+    """One line for a bad command-line value: the flag, the value and the problem."""
+    flag = FLAGS.get(str(item["loc"][0]), "--" + str(item["loc"][0]))
+    problem = str(item["msg"]).removeprefix("Value error, ")
+    if item["type"] == "value_error":
+        return f"{flag}: {problem}"
+    return f"{flag} {item.get('input')!r}: {problem}"
+
+
+def jobs_root(settings: BackendConfig, cache_root: Path) -> Path:
+    """Where SLURM job folders go: backend.jobs_dir (or --jobs-dir), else default_jobs_dir."""
+    if settings.jobs_dir:
+        return Path(settings.jobs_dir).expanduser()
+    return default_jobs_dir(cache_root)
+
+
+def executor_for(settings: BackendConfig, cache_root: Path) -> Executor | None:
+    """The executor of resolved backend settings (None: the runner's local worker processes)."""
+    return make_executor(
+        settings.kind,
+        settings.workers or 1,
+        jobs_root(settings, cache_root),
+        dict(settings.slurm),
+        settings.slurm_cluster,
+        settings.ray_address,
+    )
+
+
+def describe_backend(settings: BackendConfig, cache_root: Path) -> str:
+    """One line naming where `run` would train, for `run --dry-run`."""
+    workers = settings.workers or 1
+    if settings.kind == "local":
+        return f"backend local: {workers} worker process{'es' if workers > 1 else ''}"
+    split = f"each shard group in up to {workers} part{'s' if workers > 1 else ''}"
+    if settings.kind == "ray":
+        return f"backend ray at {settings.ray_address or 'auto'}: one task per shard, {split}"
+    parameters = " ".join(f"{key}={json.dumps(value)}" for key, value in settings.slurm.items())
+    return (
+        f"backend slurm (submitit cluster {settings.slurm_cluster or 'auto'}): one array task "
+        f"per shard, {split}; job folders in {jobs_root(settings, cache_root)}"
+        + (f"; parameters {parameters}" if parameters else "")
+    )

@@ -13,21 +13,28 @@ import math
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from gamma_tui.cache import Cache, CacheError, default_cache_dir
 from gamma_tui.config import PresetError, load_preset
 from gamma_tui.datasets import DatasetError
 
 DEFAULT_PRESET = Path("presets/quickstart.toml")
+
+SHARD_LINES = 8
+"""At most this many shards get a progress line under the total bar; the rest are counted."""
+
+RUN_STATES = ("running", "interrupted", "queued", "done", "diverged", "skipped", "failed")
+"""The order of the per-run counts under the progress bar."""
 
 app = typer.Typer(
     name="gamma-tui",
@@ -119,7 +126,14 @@ def run(
         typer.Option("--set", help="Override a preset key: --set train.steps=2000 (repeatable)."),
     ] = None,
     cache: CacheOption = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes, or the parts of each shard group for slurm/ray "
+            "(default: the preset's backend.workers, else 1).",
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto, cpu, cuda, cuda:N (default: the preset's).")
     ] = None,
@@ -134,33 +148,44 @@ def run(
         bool, typer.Option("--dry-run", help="Print the plan (shards, work) and train nothing.")
     ] = False,
     backend: Annotated[
-        str, typer.Option(help="local (worker processes), slurm (a job array) or ray.")
-    ] = "local",
+        str | None,
+        typer.Option(
+            help="local (worker processes), slurm (a job array) or ray "
+            "(default: the preset's backend.kind, else local)."
+        ),
+    ] = None,
     jobs_dir: JobsOption = None,
     slurm: Annotated[
         list[str] | None,
-        typer.Option(help="A submitit parameter: --slurm slurm_partition=gpu (repeatable)."),
+        typer.Option(
+            help="A submitit parameter: --slurm slurm_partition=gpu (repeatable; merged over "
+            "the preset's backend.slurm)."
+        ),
     ] = None,
     slurm_cluster: Annotated[
         str | None, typer.Option(help="submitit cluster: slurm, local or debug (default: auto).")
     ] = None,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
 ) -> None:
-    """Train every run of PRESET that the cache does not already have."""
-    from gamma_tui.backends import default_jobs_dir, make_executor
+    """Train every run of PRESET that the cache does not already have.
+
+    Where it trains comes from the preset's [backend] table; the options given here win.
+    """
+    from gamma_tui.backends import executor_for, resolve_backend
     from gamma_tui.runner import run_sweep
 
     with user_errors():
-        store_root = cache or default_cache_dir()
-        executor = make_executor(
+        loaded = load_preset(preset, set_ or [])
+        settings = resolve_backend(
+            loaded.backend,
             backend,
             workers,
-            jobs_dir or default_jobs_dir(store_root),
+            jobs_dir,
             _key_values(slurm or []),
             slurm_cluster,
             ray_address,
         )
-        loaded = load_preset(preset, set_ or [])
+        executor = executor_for(settings, cache or default_cache_dir())
         text = preset.read_text(encoding="utf-8")
         store = open_cache(cache)
         err.print(
@@ -168,20 +193,13 @@ def run(
             f"{loaded.train.steps} steps, cache {store.root}"
         )
         if dry_run:
-            _print_plan(store, loaded, workers)
+            _print_plan(store, loaded, settings)
             return
         _confirm_size(loaded, yes)
         _check_dataset(loaded)
         if detach:
-            forwarded = ["--backend", backend] + _pairs(
-                "--jobs-dir", [jobs_dir] if jobs_dir else []
-            )
-            forwarded += _pairs("--slurm", slurm or []) + _pairs(
-                "--device", [device] if device else []
-            )
-            forwarded += _pairs("--slurm-cluster", [slurm_cluster] if slurm_cluster else [])
-            forwarded += _pairs("--ray-address", [ray_address] if ray_address else [])
-            _detach(preset, set_ or [], store, workers, forwarded, loaded.name)
+            forwarded = _backend_words(settings) + _pairs("--device", [device] if device else [])
+            _detach(preset, set_ or [], store, settings.workers or 1, forwarded, loaded.name)
             return
         signal.signal(signal.SIGTERM, _interrupt)  # `gamma-tui stop`: stop workers cleanly
         with _progress_display(quiet) as show:
@@ -190,7 +208,7 @@ def run(
                 loaded,
                 text,
                 str(preset),
-                workers,
+                settings.workers or 1,
                 device or loaded.train.device,
                 on_progress=show,
                 backend=executor,
@@ -238,11 +256,24 @@ def sync(
     err.print(f"{sum(taken.values())} runs updated from {len(taken)} job folders in {folder}")
 
 
-def _print_plan(store: Cache, preset: Any, workers: int) -> None:
-    """The shards `run` would start, and the work they hold, on stdout."""
+def _backend_words(settings: Any) -> list[str]:
+    """Options that make a re-run (`--detach`) use these resolved backend settings.
+
+    `--slurm` values are written as JSON so `_key_values` reads back the same types.
+    """
+    words = ["--backend", settings.kind]
+    words += _pairs("--jobs-dir", [settings.jobs_dir] if settings.jobs_dir else [])
+    words += _pairs("--slurm", [f"{k}={json.dumps(v)}" for k, v in settings.slurm.items()])
+    words += _pairs("--slurm-cluster", [settings.slurm_cluster] if settings.slurm_cluster else [])
+    return words + _pairs("--ray-address", [settings.ray_address] if settings.ray_address else [])
+
+
+def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
+    """The backend and the shards `run` would start, and the work they hold, on stdout."""
+    from gamma_tui.backends import describe_backend
     from gamma_tui.runner import plan
 
-    found = plan(store, preset, workers)
+    found = plan(store, preset, settings.workers or 1)
     out.print(
         f"{found.sweep}: {found.total} runs, {found.finished} already finished, "
         f"{found.partial} partly trained, {found.to_train} to train in {len(found.shards)} "
@@ -253,9 +284,10 @@ def _print_plan(store: Cache, preset: Any, workers: int) -> None:
             else ""
         )
     )
-    for index, shard in enumerate(found.shards):
+    out.print(describe_backend(settings, store.root))
+    for index, shard in enumerate(found.shards, start=1):
         out.print(
-            f"  shard {index}: {shard.members} runs ({shard.dtype}), "
+            f"  shard {index}/{len(found.shards)}: {shard.members} runs ({shard.dtype}), "
             f"{shard.steps_left:,} run-steps left"
         )
 
@@ -264,9 +296,10 @@ def _check_dataset(preset: Any) -> None:
     """Open a file dataset and check it holds steps x batch samples, before any worker starts."""
     if not preset.data.from_files:
         return
-    from gamma_tui.datasets import open_dataset
+    from gamma_tui.datasets import open_split
 
-    dataset = open_dataset(preset.data.kind, preset.data.path)
+    data = preset.data
+    dataset, _test = open_split(data.kind, data.path, data.test_size, data.test_path)
     dataset.check_budget(preset.train.steps, preset.train.batch_size, preset.data.offset_batches)
 
 
@@ -311,9 +344,21 @@ def _confirm_size(preset: Any, yes: bool) -> None:
         raise typer.Exit(1)
 
 
+class _SweepDisplay(Progress):
+    """Rich's Progress (the total bar) with run counts and shard lines below it."""
+
+    below: RenderableType = Group()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        """The task table, then the lines below it."""
+        yield self.make_tasks_table(self.tasks)
+        yield self.below
+
+
 @contextmanager
 def _progress_display(quiet: bool) -> Iterator[Any]:
-    """A rich progress bar over steps with runs done/total, diverged, steps/s and ETA."""
+    """A rich progress bar over steps with runs done/total, diverged, steps/s and ETA, then
+    the runs per state and one line per unfinished shard of the current round."""
     if quiet:
         yield None
         return
@@ -324,21 +369,60 @@ def _progress_display(quiet: bool) -> Iterator[Any]:
         TimeElapsedColumn(),
         TextColumn("{task.fields[rate]}"),
     )
-    with Progress(*columns, console=err, transient=False) as bar:
+    with _SweepDisplay(*columns, console=err, transient=False) as bar:
         task = bar.add_task("training", total=1, runs="", rate="")
 
         def show(p: Any) -> None:
             eta = p.eta_seconds
+            bar.below = Group(
+                *(
+                    Text(line, no_wrap=True, overflow="ellipsis")
+                    for line in [run_counts_line(p), *shard_lines(p)]
+                )
+            )
             bar.update(
                 task,
                 completed=p.steps_done,
                 total=max(p.steps_total, 1),
-                runs=f"{p.finished}/{p.total} runs, {p.counts.get('diverged', 0)} diverged",
+                runs=f"{p.finished}/{p.total} runs",
                 rate=f"{p.steps_per_second:,.0f} steps/s"
                 + (f", ETA {eta:,.0f}s" if eta is not None else ""),
             )
 
         yield show
+
+
+def run_counts_line(p: Any) -> str:
+    """The runs per state, e.g. `  runs: 12 running · 68 queued · 30 done · 3 diverged`."""
+    parts = [f"{p.counts[state]:,} {state}" for state in RUN_STATES if p.counts.get(state)]
+    return "  runs: " + (" · ".join(parts) if parts else "none")
+
+
+def shard_lines(p: Any, limit: int = SHARD_LINES) -> list[str]:
+    """One line per unfinished shard of the round (training ones first), at most `limit`.
+
+    E.g. `  shard 2/5 float32 · 120 runs · 43% · 3 diverged · training`: under 80 columns for
+    shards of up to thousands of runs; the display cuts longer lines short instead of wrapping.
+    """
+    if not p.shards:
+        return []
+    count = len(p.shards)
+    open_shards = [s for s in p.shards if not s.finished]
+    lines = [f"  round {p.round_index}: {count - len(open_shards)}/{count} shards finished"]
+    open_shards.sort(key=lambda s: (not s.training, s.index))
+    for shard in open_shards[:limit]:
+        parts = [f"shard {shard.index}/{count} {shard.dtype}", f"{shard.runs:,} runs"]
+        parts.append(f"{math.floor(100 * shard.fraction)}%")
+        parts += [
+            f"{shard.counts[state]:,} {state}"
+            for state in ("diverged", "failed")
+            if shard.counts.get(state)
+        ]
+        parts.append("training" if shard.training else "waiting")
+        lines.append("  " + " · ".join(parts))
+    if len(open_shards) > limit:
+        lines.append(f"  +{len(open_shards) - limit} more shards")
+    return lines
 
 
 @app.command("ls")

@@ -222,6 +222,51 @@ class AnalysisConfig(Strict):
     window: float = Field(0.05, gt=0, le=1)
 
 
+class BackendConfig(Strict):
+    """Where `gamma-tui run` trains the shards; never part of run ids (it never changes results).
+
+    Command-line flags win over these keys (`--backend`, `--workers`, `--jobs-dir`,
+    `--slurm-cluster`, `--ray-address`), and `--slurm KEY=VALUE` pairs merge over `slurm`.
+    """
+
+    kind: Literal["local", "slurm", "ray"] = Field(
+        "local", description="local worker processes, a SLURM job array (submitit) or Ray tasks"
+    )
+    workers: int | None = Field(
+        None, ge=1, le=100_000, description="worker processes, array tasks or Ray tasks; None: 1"
+    )
+    jobs_dir: str | None = Field(
+        None, min_length=1, description="slurm: job folders on the filesystem the nodes share"
+    )
+    slurm: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="submitit parameters, e.g. slurm_partition = 'gpu'"
+    )
+    slurm_cluster: Literal["slurm", "local", "debug"] | None = Field(
+        None, description="submitit's cluster; None: SLURM when present, else local"
+    )
+    ray_address: str | None = Field(None, min_length=1, description="a Ray cluster's address")
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _submitit_parameters(cls, value: Any) -> Any:
+        """One clear message per bad parameter instead of one per member of the value union."""
+        if not isinstance(value, dict):
+            return value  # the dict type check reports it
+        for key, item in value.items():
+            if not (isinstance(key, str) and key.isascii() and key.isidentifier()):
+                raise ValueError(
+                    f"parameter name {key!r} is not an identifier; use submitit's names, "
+                    "e.g. slurm_partition or timeout_min"
+                )
+            scalar = isinstance(item, str | int | float | bool)
+            if not scalar or (isinstance(item, float) and not math.isfinite(item)):
+                raise ValueError(
+                    f"parameter {key!r} = {item!r}: a value must be a string, integer, finite "
+                    "number or boolean"
+                )
+        return value
+
+
 class Preset(Strict):
     """A whole sweep: network, data, training, the γ and η grids, seeds and the cut-off."""
 
@@ -235,6 +280,7 @@ class Preset(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, max_length=1000)
     cutoff: CutoffConfig = CutoffConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    backend: BackendConfig = BackendConfig()
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -265,6 +311,8 @@ class Preset(Strict):
             raise ValueError(
                 f"network.kind = '{self.network.kind}' needs an image dataset in data.kind"
             )
+        if self.network.kind == "resnet18" and self.train.batch_size < 2:
+            raise ValueError("network.kind = 'resnet18' needs train.batch_size >= 2 (BatchNorm)")
         if self.data.kind == "scalar" and self.data.test_size:
             raise ValueError("the scalar toy model has no test set: set data.test_size = 0")
         if (self.network.kind == "chain") != (self.data.kind == "scalar"):
@@ -501,9 +549,13 @@ def _hint(item: Any) -> str:
     kind, message = item["type"], item["msg"]
     value = item.get("input")
     if kind == "extra_forbidden":
-        if len(item["loc"]) > 1 and item["loc"][-1] in Preset.model_fields:
+        key = item["loc"][-1]
+        if len(item["loc"]) > 1 and key in Preset.model_fields:
+            annotation = Preset.model_fields[key].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                return f"unknown key here; '{key}' is a table of its own: start it with [{key}]"
             return (
-                f"unknown key here; '{item['loc'][-1]}' is a top-level key: move it above "
+                f"unknown key here; '{key}' is a top-level key: move it above "
                 "the first [table] header"
             )
         return "unknown key; remove it or check its spelling against presets/quickstart.toml"

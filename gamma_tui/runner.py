@@ -30,6 +30,34 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class ShardProgress:
+    """One shard of the current round (one ensemble): its runs' states and steps."""
+
+    index: int
+    """1-based position in the round's list of shards."""
+    dtype: str
+    runs: int
+    counts: dict[str, int]
+    steps_done: int
+    steps_total: int
+
+    @property
+    def finished(self) -> bool:
+        """Whether every run of the shard is in a final state."""
+        return sum(self.counts.get(state, 0) for state in FINAL_STATES) >= self.runs
+
+    @property
+    def training(self) -> bool:
+        """Whether a live worker holds any of its runs."""
+        return self.counts.get("running", 0) > 0
+
+    @property
+    def fraction(self) -> float:
+        """Share of the shard's steps done (diverged and skipped runs count as complete)."""
+        return self.steps_done / self.steps_total if self.steps_total else 1.0
+
+
+@dataclass(frozen=True)
 class SweepProgress:
     """A snapshot of a sweep's progress, read from the cache."""
 
@@ -39,6 +67,10 @@ class SweepProgress:
     steps_total: int
     elapsed_seconds: float
     steps_per_second: float
+    shards: tuple[ShardProgress, ...] = ()
+    """The shards of the current training round (empty while none is running)."""
+    round_index: int = 0
+    """1 for the first round of shards (the η cut-off trains in several), 0 before any."""
 
     @property
     def finished(self) -> int:
@@ -314,20 +346,54 @@ def progress(
     started: float,
     steps_at_start: int,
     run_ids: Sequence[str] | None = None,
+    shards: Sequence[Sequence[str]] = (),
+    round_index: int = 0,
 ) -> SweepProgress:
-    """The sweep's progress now (of `run_ids` if given); rates are measured since `started`."""
+    """The sweep's progress now (of `run_ids` if given); rates are measured since `started`.
+
+    `shards` (lists of run ids, as make_shards returns) get one ShardProgress each, computed
+    from the same single read of the cache.
+    """
     name = sweep if isinstance(sweep, str) else sweep.name
     runs = cache.runs(name) if run_ids is None else cache.runs(run_ids=run_ids)
+    counts = _state_counts(runs)
+    done, total = _steps(runs)
+    elapsed = time.monotonic() - started
+    rate = (done - steps_at_start) / elapsed if elapsed > 0.5 else 0.0
+    by_id = {run.run_id: run for run in runs}
+    parts = []
+    for index, shard in enumerate(shards, start=1):
+        members = [by_id[run_id] for run_id in shard if run_id in by_id]
+        if members:
+            shard_done, shard_total = _steps(members)
+            parts.append(
+                ShardProgress(
+                    index,
+                    members[0].dtype,
+                    len(members),
+                    _state_counts(members),
+                    shard_done,
+                    shard_total,
+                )
+            )
+    return SweepProgress(len(runs), counts, done, total, elapsed, rate, tuple(parts), round_index)
+
+
+def _state_counts(runs: Sequence[RunInfo]) -> dict[str, int]:
+    """How many runs are in each state (with 'interrupted' for lapsed leases)."""
     counts: dict[str, int] = defaultdict(int)
     for run in runs:
         counts[run.state] += 1
+    return dict(counts)
+
+
+def _steps(runs: Sequence[RunInfo]) -> tuple[int, int]:
+    """(steps done, steps to do) of runs; a diverged or skipped run needs no more steps."""
     done = sum(min(r.steps_done, r.steps_target) for r in runs)
     total = sum(
         r.steps_done if r.status in ("diverged", "skipped") else r.steps_target for r in runs
     )
-    elapsed = time.monotonic() - started
-    rate = (done - steps_at_start) / elapsed if elapsed > 0.5 else 0.0
-    return SweepProgress(len(runs), dict(counts), done, total, elapsed, rate)
+    return done, total
 
 
 def run_sweep(
@@ -354,10 +420,12 @@ def run_sweep(
     baseline = progress(cache, preset.name, started, 0, ids).steps_done
     errors: list[str] = []
     pool = WorkerPool()
+    shards: list[list[str]] = []  # the current round's, read by tick()
+    rounds = 0
 
     def tick() -> None:
         if on_progress:
-            on_progress(progress(cache, preset.name, started, baseline, ids))
+            on_progress(progress(cache, preset.name, started, baseline, ids, shards, rounds))
 
     try:
         while True:
@@ -367,12 +435,14 @@ def run_sweep(
                 break
             free = [r for r in todo if r.lease_owner is None or r.state == "interrupted"]
             if not free:  # another live process trains these: watch until it is done
-                if on_progress:
-                    on_progress(progress(cache, preset.name, started, baseline, ids))
+                shards = []
+                tick()
                 time.sleep(poll_seconds)
                 continue
+            rounds += 1
             if backend is not None:
-                errors += _backend_round(cache, preset, free, device, backend, tick)
+                shards = make_shards(free, pieces=backend.pieces)
+                errors += _backend_round(cache, preset, shards, device, backend, tick)
                 if errors or not (_made_progress(cache, free) or _held_elsewhere(cache, free)):
                     break
                 continue
@@ -393,7 +463,7 @@ def run_sweep(
         raise
     finally:
         unregister_driver(record)
-    final = progress(cache, preset.name, started, baseline, ids)
+    final = progress(cache, preset.name, started, baseline, ids, shards, rounds)
     if on_progress:
         on_progress(final)
     return final, errors
@@ -402,7 +472,7 @@ def run_sweep(
 def _backend_round(
     cache: Cache,
     preset: Preset,
-    free: Sequence[RunInfo],
+    shards: list[list[str]],
     device: str,
     backend: Executor,
     tick: Callable[[], None],
@@ -411,7 +481,7 @@ def _backend_round(
     from gamma_tui.backends import ShardJob
 
     job = ShardJob(preset.name, device, preset.train.checkpoint_every)
-    return backend.run(cache, make_shards(free, pieces=backend.pieces), job, tick)
+    return backend.run(cache, shards, job, tick)
 
 
 def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:

@@ -77,6 +77,14 @@ def test_more_steps_extend_runs(tmp_path: Path) -> None:
     assert curves[done]["steps"] == list(range(90))
 
 
+def test_progress_shows_runs_per_state_and_quiet_shows_none(trained: Path) -> None:
+    shown = cli("run", str(SMOKE), cache=trained).stderr
+    assert any(line.startswith("  runs: ") and " done" in line for line in shown.splitlines())
+    quiet = cli("run", str(SMOKE), "--quiet", cache=trained).stderr
+    assert "runs: " not in quiet and "training" not in quiet and "shard" not in quiet
+    assert quiet.startswith("smoke: 32 runs") and "\n32/32 runs finished" in quiet
+
+
 def test_fit_json_has_lazy_and_rich_slopes(trained: Path) -> None:
     summary = json.loads(cli("fit", "smoke", "--json", cache=trained).stdout)
     assert set(summary) >= {"lazy", "rich", "eta_star", "eta_div"}
@@ -172,5 +180,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(trained: Path, tmp_path: Pat
     assert "32 runs, 32 already finished" in done and "0 to train" in done
     fresh = tmp_path / "runs"
     plan = cli("run", str(SMOKE), "--dry-run", "--workers", "2", cache=fresh).stdout
-    assert "32 to train in 2 shard(s)" in plan and "shard 1: 16 runs (float32)" in plan
+    assert "32 to train in 2 shard(s)" in plan and "shard 2/2: 16 runs (float32)" in plan
+    assert "backend local: 2 worker processes" in plan.splitlines()
     assert json.loads(cli("ls", "--json", cache=fresh).stdout)["sweeps"] == []

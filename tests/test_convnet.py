@@ -21,8 +21,9 @@ def image_preset(tmp_path: Path, loss: str = "mse") -> str:
     """A tiny CNN sweep on 1x12x12 random images with 3 classes."""
     rng = np.random.default_rng(0)
     data = tmp_path / "images.npz"
-    np.savez(data, X=rng.integers(0, 256, (2000, 1, 12, 12), dtype=np.uint8),
-             y=rng.integers(0, 3, 2000))
+    np.savez(
+        data, X=rng.integers(0, 256, (2000, 1, 12, 12), dtype=np.uint8), y=rng.integers(0, 3, 2000)
+    )
     return (
         f'seeds = 2\n[network]\nkind = "cnn"\nwidth = 4\n[data]\nkind = "npz"\npath = "{data}"\n'
         f'[train]\nbatch_size = 8\nsteps = 30\nloss = "{loss}"\n'

@@ -38,8 +38,7 @@ from gamma_tui.ui.widgets import CurvePlot, HeatmapView
 
 def make_app(start: str | None = None) -> GammaApp:
     """The app on the workspace's cache, polling fast."""
-    return GammaApp(Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.05,
-                    start_screen=start)
+    return GammaApp(Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.05, start_screen=start)
 
 
 async def until(pilot: Pilot[None], condition: Callable[[], object], timeout: float = 10.0) -> None:
@@ -67,8 +66,15 @@ async def dashboard_ready(pilot: Pilot[None], sweep: str = "demo") -> DashboardS
     app = pilot.app
     assert isinstance(app, GammaApp)
     screen = dashboard(app)
-    await until(pilot, lambda: screen.snapshot is not None and screen.snapshot.name == sweep
-                and screen.frame is not None and app.screen is screen)
+    await until(
+        pilot,
+        lambda: (
+            screen.snapshot is not None
+            and screen.snapshot.name == sweep
+            and screen.frame is not None
+            and app.screen is screen
+        ),
+    )
     await pilot.pause(0.05)
     return screen
 
@@ -133,25 +139,44 @@ async def test_live_updates_and_notifications(workspace: Path) -> None:
             running = [r for r in cache.runs("demo") if r.status == "running"]
             specs = {s.run_id: s for s in expand(preset)}
             for run in running[:2]:
-                commit_fake(cache, preset, specs[run.run_id], "done", preset.train.steps,
-                            start=run.steps_done)
-        await until(pilot, lambda: screen.snapshot is not None
-                    and screen.snapshot.version > version
-                    and screen.snapshot.progress.counts.get("running", 0) < len(running))
+                commit_fake(
+                    cache,
+                    preset,
+                    specs[run.run_id],
+                    "done",
+                    preset.train.steps,
+                    start=run.steps_done,
+                )
+        await until(
+            pilot,
+            lambda: (
+                screen.snapshot is not None
+                and screen.snapshot.version > version
+                and screen.snapshot.progress.counts.get("running", 0) < len(running)
+            ),
+        )
         # A worker failure reaches the user as a notification with its error.
         with Cache("runs") as cache:
             run = next(r for r in cache.runs("demo") if r.status == "running")
-            cache.commit(FAKE_OWNER, [Progress(run.run_id, run.steps_done, [], None,
-                                               "running", None, None)])
+            cache.commit(
+                FAKE_OWNER, [Progress(run.run_id, run.steps_done, [], None, "running", None, None)]
+            )
             cache.fail(FAKE_OWNER, "RuntimeError: CUDA out of memory")
-        await until(pilot, lambda: any("CUDA out of memory" in n.message
-                                       for n in app._notifications))
+        await until(
+            pilot, lambda: any("CUDA out of memory" in n.message for n in app._notifications)
+        )
         # Finishing the sweep is announced too.
         with Cache("runs") as cache:
             for run in cache.runs("demo"):
                 if run.status in ("running", "queued"):
-                    commit_fake(cache, preset, specs[run.run_id], "done", preset.train.steps,
-                                start=run.steps_done)
+                    commit_fake(
+                        cache,
+                        preset,
+                        specs[run.run_id],
+                        "done",
+                        preset.train.steps,
+                        start=run.steps_done,
+                    )
         await until(pilot, lambda: any("demo finished" in n.message for n in app._notifications))
 
 
@@ -170,22 +195,38 @@ async def test_collapse_view_fits_and_adjusts_k(workspace: Path) -> None:
         assert abs(result.fit.k - 1.0) < 0.1  # the synthetic curves collapse at k = 1
         assert f"k = {result.fit.k:.3f}" in str(screen.query_one("#collapse-info", Static).render())
         await pilot.press("plus")
-        await until(pilot, lambda: screen.result is not None and screen.k is not None
-                    and abs(screen.result.k - (result.fit.k + 0.05)) < 1e-6)
+        await until(
+            pilot,
+            lambda: (
+                screen.result is not None
+                and screen.k is not None
+                and abs(screen.result.k - (result.fit.k + 0.05)) < 1e-6
+            ),
+        )
         assert screen.result is not None and screen.result.spread > result.spread
         await pilot.press("f")
-        await until(pilot, lambda: screen.result is not None and screen.k is None
-                    and abs(screen.result.k - result.fit.k) < 1e-9)
+        await until(
+            pilot,
+            lambda: (
+                screen.result is not None
+                and screen.k is None
+                and abs(screen.result.k - result.fit.k) < 1e-9
+            ),
+        )
         seen = set()
         for _ in range(6):
             await pilot.press("v")
-            await until(pilot, lambda: screen.result is not None
-                        and screen.result.variable == screen.variable)
+            await until(
+                pilot,
+                lambda: screen.result is not None and screen.result.variable == screen.variable,
+            )
             seen.add(screen.result.variable)
         assert len(seen) == 6
         await pilot.press("a")
-        await until(pilot, lambda: screen.result is not None
-                    and len(screen.result.curves) > len(result.curves))
+        await until(
+            pilot,
+            lambda: screen.result is not None and len(screen.result.curves) > len(result.curves),
+        )
         await pilot.press("right_square_bracket")
         await until(pilot, lambda: screen.result is not None and screen.result.eta_offset == 1)
 
@@ -263,8 +304,9 @@ def fake_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     def start(cache_dir: Path, preset_path: Path, sweep: str, sets: object = ()) -> launch.Driver:
         started.append([str(cache_dir), str(preset_path), sweep])
-        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+        )
         return launch.Driver(sweep, process, cache_dir / "driver.log", time.time())
 
     monkeypatch.setattr("gamma_tui.ui.app.start_driver", start)
@@ -272,7 +314,8 @@ def fake_driver(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 async def test_start_writes_edited_preset_and_quit_stops_workers(
-        workspace: Path, fake_driver: list[list[str]]) -> None:
+    workspace: Path, fake_driver: list[list[str]]
+) -> None:
     app = make_app("launcher")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
@@ -281,8 +324,14 @@ async def test_start_writes_edited_preset_and_quit_stops_workers(
         await until(pilot, lambda: "cached:" in str(validation.render()))
         screen.query_one("#knob-name", Input).value = "smoke-long"
         screen.query_one("#knob-train-steps", Input).value = "400"
-        await until(pilot, lambda: screen.edited is not None and screen.edited.name == "smoke-long"
-                    and screen.edited.train.steps == 400)
+        await until(
+            pilot,
+            lambda: (
+                screen.edited is not None
+                and screen.edited.name == "smoke-long"
+                and screen.edited.train.steps == 400
+            ),
+        )
         await pilot.press("ctrl+s")
         assert fake_driver and fake_driver[0][2] == "smoke-long"
         written = Path(fake_driver[0][1])
@@ -300,8 +349,9 @@ async def test_start_writes_edited_preset_and_quit_stops_workers(
         assert driver.process.returncode == -signal.SIGTERM
 
 
-async def test_quit_can_leave_workers_running(workspace: Path,
-                                              fake_driver: list[list[str]]) -> None:
+async def test_quit_can_leave_workers_running(
+    workspace: Path, fake_driver: list[list[str]]
+) -> None:
     app = make_app("launcher")
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.screen
@@ -337,8 +387,9 @@ async def test_help_palette_and_themes(workspace: Path) -> None:
         assert isinstance(app.screen, DashboardScreen)
 
 
-async def test_no_color_keeps_states_readable(workspace: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_color_keeps_states_readable(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NO_COLOR", "1")
     app = make_app("dashboard")
     assert app.no_color
@@ -363,8 +414,10 @@ async def test_corrupt_cache_is_reported_and_the_app_stays_up(workspace: Path) -
 
 
 def test_ui_never_imports_torch() -> None:
-    code = ("import sys; import gamma_tui.ui.app, gamma_tui.cli, gamma_tui.ui.demo; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; import gamma_tui.ui.app, gamma_tui.cli, gamma_tui.ui.demo; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -386,16 +439,19 @@ async def test_deleting_the_sweep_on_display_moves_on(workspace: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await dashboard_ready(pilot, "demo")
         app.delete_sweep("demo")
-        await until(pilot, lambda: any("no longer in the cache" in n.message
-                                       for n in app._notifications))
+        await until(
+            pilot, lambda: any("no longer in the cache" in n.message for n in app._notifications)
+        )
         await dashboard_ready(pilot, "finished")
         assert app.current_sweep == "finished"
 
 
 async def test_stop_reaches_a_sweep_started_elsewhere(workspace: Path) -> None:
-    code = ("import sys, time; from pathlib import Path; "
-            "from gamma_tui.processes import register_driver; "
-            "register_driver(Path('runs'), 'demo'); print('up', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from gamma_tui.processes import register_driver; "
+        "register_driver(Path('runs'), 'demo'); print('up', flush=True); time.sleep(60)"
+    )
     driver = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert driver.stdout is not None and driver.stdout.readline().strip() == "up"
@@ -419,8 +475,15 @@ async def test_dashboard_shows_the_fitted_eta_star_slopes_of_gamma_tui_fit(
     the fitted lines next to the theory guides."""
     from gamma_tui.report import fit_summary
 
-    text = fake_preset_text("laws", gammas=(0.01, 100.0, 2.0), etas=(1e-5, 1e3, 3.0), seeds=2,
-                            steps=400, depth=3, scale="absolute")
+    text = fake_preset_text(
+        "laws",
+        gammas=(0.01, 100.0, 2.0),
+        etas=(1e-5, 1e3, 3.0),
+        seeds=2,
+        steps=400,
+        depth=3,
+        scale="absolute",
+    )
     text += "[analysis]\nwindow = 0.2\n"
     with Cache(Path("runs")) as cache:
         write_power_law_sweep(cache, text, lazy=1.5, rich=0.5)
@@ -440,8 +503,10 @@ async def test_dashboard_shows_the_fitted_eta_star_slopes_of_gamma_tui_fit(
         assert fits.rich.slope == pytest.approx(rich["slope"], rel=1e-9)
         assert fits.lazy.slope_ci95 == pytest.approx(lazy["ci95"], rel=1e-9)
         progress = str(screen.query_one("#progress", Static).render())
-        line = (f"lazy {lazy['slope']:.2f}±{lazy['ci95']:.2f} (2) · "
-                f"rich {rich['slope']:.2f}±{rich['ci95']:.2f} (0.67)")
+        line = (
+            f"lazy {lazy['slope']:.2f}±{lazy['ci95']:.2f} (2) · "
+            f"rich {rich['slope']:.2f}±{rich['ci95']:.2f} (0.67)"
+        )
         assert line in progress, progress
         assert f"γ× {summary['crossover_gamma']:.2g}"[:5] in progress
         before = heat_text(app)

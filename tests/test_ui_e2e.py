@@ -17,13 +17,15 @@ from gamma_tui.ui.widgets import HeatmapView
 
 
 @pytest.mark.slow
-async def test_start_smoke_and_watch_cells_turn_done(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_start_smoke_and_watch_cells_turn_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "presets").mkdir()
     shutil.copy(SMOKE, tmp_path / "presets" / "smoke.toml")
-    app = GammaApp(Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.1,
-                   start_screen="launcher")
+    app = GammaApp(
+        Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.1, start_screen="launcher"
+    )
     async with app.run_test(size=(120, 40)) as pilot:
         validation = app.screen.query_one("#validation", Static)
         deadline = time.monotonic() + 30
@@ -44,8 +46,11 @@ async def test_start_smoke_and_watch_cells_turn_done(tmp_path: Path,
                     continue
                 seen |= set(screen.frame.grid.state.ravel().tolist())
                 counts = screen.snapshot.progress.counts
-                if screen.snapshot.unfinished == 0 and screen.frame.step is None \
-                        and counts.get("done", 0) > 0:
+                if (
+                    screen.snapshot.unfinished == 0
+                    and screen.frame.step is None
+                    and counts.get("done", 0) > 0
+                ):
                     break
             final = screen.frame.grid.state
             assert set(final.ravel().tolist()) <= {"done", "diverged", "missing"}

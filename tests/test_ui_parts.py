@@ -32,8 +32,7 @@ def test_polyline_is_connected_and_clipped() -> None:
     polyline(dots, x, 0.5 * x)  # steep enough to need vertical spans, partly off-canvas
     columns = np.flatnonzero(dots.any(axis=0))
     assert columns[0] == 0 and columns[-1] == 59 and np.all(np.diff(columns) == 1)
-    rows, cols = polyline_dots((40, 60), np.array([1.0, 25.0, 50.0]),
-                               np.array([5.0, np.nan, 5.0]))
+    rows, cols = polyline_dots((40, 60), np.array([1.0, 25.0, 50.0]), np.array([5.0, np.nan, 5.0]))
     assert sorted(cols.tolist()) == [1, 50]  # a NaN record breaks the line: no bridge
 
 
@@ -89,18 +88,35 @@ def test_relative_grid_is_a_band_of_rows_in_absolute_eta() -> None:
 def _model(grid_runs: list[RunCurve], cursor: tuple[int, int], guides: bool) -> HeatmapModel:
     frame = compute_frame("x", 1, grid_runs, None)
     layout = heat_layout(frame.grid)
-    return HeatmapModel(layout, frame.log10_loss, frame.grid.state, frame.eta_star, (-3.0, 0.0),
-                        cursor, guides, 2, (220, 220, 220), (0, 0, 0))
+    return HeatmapModel(
+        layout,
+        frame.log10_loss,
+        frame.grid.state,
+        frame.eta_star,
+        (-3.0, 0.0),
+        cursor,
+        guides,
+        2,
+        (220, 220, 220),
+        (0, 0, 0),
+    )
 
 
 def test_heatmap_marks_every_state_and_scrolls_rows() -> None:
     runs = _runs(relative=True)
     states = ["done", "diverged", "queued", "running", "failed", "skipped"]
-    marked = [RunCurve(r.gamma, r.eta, r.seed, states[i % len(states)],
-                       3 if states[i % len(states)] == "diverged" else None,
-                       r.steps if states[i % len(states)] != "queued" else r.steps[:0],
-                       r.loss if states[i % len(states)] != "queued" else r.loss[:0])
-              for i, r in enumerate(runs)]
+    marked = [
+        RunCurve(
+            r.gamma,
+            r.eta,
+            r.seed,
+            states[i % len(states)],
+            3 if states[i % len(states)] == "diverged" else None,
+            r.steps if states[i % len(states)] != "queued" else r.steps[:0],
+            r.loss if states[i % len(states)] != "queued" else r.loss[:0],
+        )
+        for i, r in enumerate(runs)
+    ]
     canvas = draw_heatmap(_model(marked, (1, 3), True), 60, 20)
     text = "\n".join("".join(row) for row in canvas.chars)
     for state in ("diverged", "queued", "failed", "skipped"):
@@ -117,8 +133,9 @@ def test_heatmap_marks_eta_star() -> None:
     for gamma in (1.0, 10.0):
         for eta in (0.01, 0.1, 1.0):
             loss = 0.1 + abs(math.log10(eta) + 1)  # best at η = 0.1
-            runs.append(RunCurve(gamma, eta, 0, "done", None, np.array([1.0, 2.0]),
-                                 np.array([1.0, loss])))
+            runs.append(
+                RunCurve(gamma, eta, 0, "done", None, np.array([1.0, 2.0]), np.array([1.0, loss]))
+            )
     model = _model(runs, (0, 0), False)
     assert all(isinstance(p, EtaPoint) and p.ok for p in model.eta_star)
     assert "".join("".join(r) for r in draw_heatmap(model, 40, 10).chars).count("*") == 2
@@ -127,15 +144,25 @@ def test_heatmap_marks_eta_star() -> None:
 def test_curves_draw_bands_and_skip_blowups() -> None:
     x = np.linspace(0, 3, 50)
     y = -x / 3
-    model = PlotModel((Series(x, y, (255, 0, 0), y - 0.2, y + 0.2),
-                       Series(x, np.where(x > 1, 50.0, 0.0), (0, 255, 0))),
-                      (0.0, 3.0), (-1.2, 0.2), True, 1.5, (200, 200, 200), (0, 0, 0))
+    model = PlotModel(
+        (
+            Series(x, y, (255, 0, 0), y - 0.2, y + 0.2),
+            Series(x, np.where(x > 1, 50.0, 0.0), (0, 255, 0)),
+        ),
+        (0.0, 3.0),
+        (-1.2, 0.2),
+        True,
+        1.5,
+        (200, 200, 200),
+        (0, 0, 0),
+    )
     canvas = draw_curves(model, 50, 16)
     assert canvas.has_bg.any()  # the seed band
     assert "┊" in "".join(canvas.chars.ravel())  # the step marker
     assert "10⁰" in "".join("".join(r) for r in canvas.chars)
-    empty = draw_curves(PlotModel((), (0, 1), (0, 1), True, None, (1, 1, 1), (0, 0, 0),
-                                  "nothing yet"), 40, 10)
+    empty = draw_curves(
+        PlotModel((), (0, 1), (0, 1), True, None, (1, 1, 1), (0, 0, 0), "nothing yet"), 40, 10
+    )
     assert "nothing yet" in "".join("".join(r) for r in empty.chars)
 
 
@@ -193,13 +220,24 @@ def test_edited_presets_round_trip(tmp_path: Path) -> None:
     assert [label for _, label in found] == ["paper/p", "q ✎"]
 
 
-def test_preset_folders_include_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                                tmp_path: Path) -> None:
+def test_preset_folders_include_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from gamma_tui.ui.app import PRESETS_ENV, _preset_dirs
 
     monkeypatch.setenv(PRESETS_ENV, f"{tmp_path / 'x'}:{tmp_path / 'y'}")
     folders = _preset_dirs(tmp_path / "runs", Path("elsewhere/p.toml"), [tmp_path / "z"])
-    shipped = [f for f in folders if f.is_absolute() and f.name == "presets"
-               and f != tmp_path / "runs" / "presets"]
-    assert folders == [Path("presets"), *shipped, Path("elsewhere"), tmp_path / "z",
-                       tmp_path / "x", tmp_path / "y", tmp_path / "runs" / "presets"]
+    shipped = [
+        f
+        for f in folders
+        if f.is_absolute() and f.name == "presets" and f != tmp_path / "runs" / "presets"
+    ]
+    assert folders == [
+        Path("presets"),
+        *shipped,
+        Path("elsewhere"),
+        tmp_path / "z",
+        tmp_path / "x",
+        tmp_path / "y",
+        tmp_path / "runs" / "presets",
+    ]

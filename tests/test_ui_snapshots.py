@@ -34,8 +34,9 @@ async def until(pilot: Pilot[None], condition: Callable[[], object]) -> None:
 
 def app_on(screen: str) -> GammaApp:
     """The app on the workspace, opening `screen`."""
-    return GammaApp(Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.05,
-                    start_screen=screen)
+    return GammaApp(
+        Path("runs"), Path("presets/smoke.toml"), poll_seconds=0.05, start_screen=screen
+    )
 
 
 def settled(app: GammaApp) -> bool:
@@ -48,21 +49,30 @@ async def dashboard_loaded(pilot: Pilot[None]) -> None:
     assert isinstance(app, GammaApp)
     screen = app.get_screen("dashboard")
     assert isinstance(screen, DashboardScreen)
-    await until(pilot, lambda: settled(app) and screen.snapshot is app.snapshot
-                and screen.frame is not None and screen.frame.version == app.snapshot.version)
+    await until(
+        pilot,
+        lambda: (
+            settled(app)
+            and screen.snapshot is app.snapshot
+            and screen.frame is not None
+            and screen.frame.version == app.snapshot.version
+        ),
+    )
 
 
 async def launcher_loaded(pilot: Pilot[None]) -> None:
-    await until(pilot, lambda: "cached:" in str(
-        pilot.app.screen.query_one("#validation", Static).render()))
+    await until(
+        pilot, lambda: "cached:" in str(pilot.app.screen.query_one("#validation", Static).render())
+    )
 
 
 async def collapse_loaded(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, GammaApp)
     app.focus_sweep("finished")
-    await until(pilot, lambda: settled(app) and app.snapshot is not None
-                and app.snapshot.name == "finished")
+    await until(
+        pilot, lambda: settled(app) and app.snapshot is not None and app.snapshot.name == "finished"
+    )
     screen = app.screen
     assert isinstance(screen, CollapseScreen)
     screen.recompute()

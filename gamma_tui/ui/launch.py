@@ -138,7 +138,9 @@ def dump_preset(preset: Preset) -> str:
 
 
 def _toml_value(value: Any) -> str:
-    """A TOML literal for a str, bool, number or list of numbers."""
+    """A TOML literal for a str, bool, number, list or (inline) table."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
