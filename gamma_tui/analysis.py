@@ -1,7 +1,8 @@
 """Pure analysis of sweep results: loss grids, eta*(gamma), eta_div(gamma), power-law fits,
 plateau times, time rescaling and collapse fits (Atanasov et al., arXiv:2410.04642).
 
-Arrays in, small frozen dataclasses out; numpy and the standard library only. Nothing here
+Arrays in, small frozen dataclasses out; numpy, the standard library and the predicted
+exponents of gamma_tui.config (one definition of the laws), no torch. Nothing here
 raises on thin data: results carry ok=False, None, NaN or a reason starting "not enough data".
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+
+from gamma_tui.config import lazy_exponent
 
 STATES = ("missing", "queued", "running", "done", "diverged", "failed", "skipped")
 """Every state a run or a (gamma, eta) cell can be in."""
@@ -464,7 +467,7 @@ class RegimeFits:
 def theory_slopes(depth: int, optimizer: str = "sgd") -> tuple[float, float]:
     """Predicted (lazy, rich) slopes of eta*(gamma): (2, 2/L) for SGD, (1, 1/L) for SignSGD/Adam."""
     name = optimizer.lower()
-    lazy = 2.0 if name == "sgd" else 1.0 if name in ("signsgd", "adam") else math.nan
+    lazy = lazy_exponent(name) if name in ("sgd", "signsgd", "adam") else math.nan
     rich = lazy / depth if depth > 0 else math.nan
     return lazy, rich
 

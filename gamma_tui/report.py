@@ -33,7 +33,7 @@ from gamma_tui.analysis import (
     plateau_time,
 )
 from gamma_tui.cache import Cache, RunInfo, SweepInfo
-from gamma_tui.config import sweep_depth_label
+from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
 from gamma_tui.results import load_run_curves
 
 CELL_MARKS = {
@@ -69,7 +69,7 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
     if grid.gammas.size == 0:
         return f"{sweep}: no runs"
     relative = info.config.get("eta", {}).get("scale") == "relative"
-    depth = sweep_depth_label(info.config)
+    depth, optimizer = sweep_depth_label(info.config), sweep_optimizer(info.config)
     mean = grid.mean_loss
     rows = _row_etas(grid)
     label = "c = η/γ^p" if relative else "η"
@@ -86,7 +86,8 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
             h = column[row] if row < len(column) else None
             cells.append(_cell(grid, mean, g, h, best[g] == h))
         first = next(c[row] for c in rows if row < len(c))
-        name = grid.etas[first] / _scale(grid.gammas[0], depth) if relative else grid.etas[first]
+        scale = grid.gammas[0] ** predicted_eta_exponent(grid.gammas[0], depth, optimizer)
+        name = grid.etas[first] / scale if relative else grid.etas[first]
         lines.append(f"{_fmt(name):>11} │" + "".join(cells))
     stars = eta_star(grid)
     lines.append("─" * len(header))
@@ -120,11 +121,6 @@ def _cell(grid: LossGrid, mean: np.ndarray, g: int, h: int | None, best: bool) -
         return f"{CELL_MARKS.get(state, '?'):>8}"
     text = f"{math.log10(value):.2f}" if value > 0 else "-inf"
     return f"{text + ('*' if best else ' '):>8}"
-
-
-def _scale(gamma: float, depth: int) -> float:
-    """γ^p with p = 2 (γ < 1) or 2/L."""
-    return gamma ** (2.0 if gamma < 1 else 2.0 / depth)
 
 
 def _fmt(value: float) -> str:
@@ -180,7 +176,7 @@ def analyze(
     info = cache.sweep(sweep)
     runs, curves = load_run_curves(cache, sweep)
     depth = sweep_depth_label(info.config)
-    optimizer = str(info.config.get("train", {}).get("optimizer", "sgd"))
+    optimizer = sweep_optimizer(info.config)
     if window is None:
         window = float(info.config.get("analysis", {}).get("window", DEFAULT_WINDOW))
     at = float(step) if step is not None else float(info.steps)

@@ -36,7 +36,7 @@ from gamma_tui.analysis import (
     rescale_time,
 )
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
-from gamma_tui.config import predicted_eta_exponent, sweep_depth_label
+from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
 from gamma_tui.report import DEFAULT_WINDOW
 from gamma_tui.results import load_run_curves
 from gamma_tui.runner import SweepProgress, progress
@@ -143,7 +143,7 @@ class FitSettings:
     def of(cls, config: dict[str, Any]) -> FitSettings:
         """The settings of a sweep config (defaults where it says nothing)."""
         depth = sweep_depth_label(config)
-        optimizer = str(config.get("train", {}).get("optimizer", "sgd"))
+        optimizer = sweep_optimizer(config)
         window = float(config.get("analysis", {}).get("window", DEFAULT_WINDOW))
         return cls(int(depth), optimizer, window)
 
@@ -201,7 +201,8 @@ class SweepSnapshot:
         """c = η/γ^p for a relative η grid, None for an absolute one."""
         if not self.relative_eta:
             return None
-        return eta / gamma ** predicted_eta_exponent(gamma, self.depth)
+        optimizer = self.fit_settings.optimizer
+        return eta / gamma ** predicted_eta_exponent(gamma, self.depth, optimizer)
 
 
 @dataclass(frozen=True, eq=False)

@@ -68,6 +68,7 @@ class HeatmapModel:
     foreground: RGB
     background: RGB
     fits: RegimeFits | None = None  # fitted η*(γ) lines drawn with the guides
+    lazy_exponent: float = 2.0  # p of the lazy guide η ∝ γ^p (1 for SignSGD and Adam)
 
 
 @dataclass(frozen=True, eq=False)
@@ -285,7 +286,8 @@ def _mark_cursor(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
 
 
 def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry) -> None:
-    """Lines η ∝ γ², η ∝ γ^(2/L), η ∝ γ through the η* nearest γ = 1, in braille dots, and the
+    """Lines η ∝ γ^p, η ∝ γ^(p/L), η ∝ γ through the η* nearest γ = 1 (p = 2 for SGD, 1 for
+    SignSGD and Adam), in braille dots, and the
     fitted η*(γ) power laws (lazy over γ < 1, rich over γ > 1) dashed in FIT_COLORS."""
     layout = model.layout
     log10_gammas = np.log10(layout.gammas)
@@ -310,7 +312,8 @@ def _draw_guides(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeometry
         )
     else:
         log10_gamma = np.full(dot_x.size, log10_gammas[0])
-    for index, exponent in enumerate((2.0, 2.0 / max(model.depth, 1), 1.0)):
+    lazy = model.lazy_exponent
+    for index, exponent in enumerate((lazy, lazy / max(model.depth, 1), 1.0)):
         log10_eta = eta0 + exponent * (log10_gamma - gamma0)
         rows, columns = polyline_dots(dots.shape, dot_x, geometry.dot_y(layout.row_at(log10_eta)))
         dots[rows, columns] = True

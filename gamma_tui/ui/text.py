@@ -233,7 +233,9 @@ def _state_style(state: str) -> str:
     }.get(state, "")
 
 
-def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int, relative: bool) -> Text:
+def heat_legend(
+    loss_range: tuple[float, float], guides: bool, depth: int, relative: bool, lazy: float = 2.0
+) -> Text:
     """Color bar of log10 loss, the state glyphs and (if on) the guide lines."""
     low, high = loss_range
     text = Text()
@@ -256,7 +258,8 @@ def heat_legend(loss_range: tuple[float, float], guides: bool, depth: int, relat
     if guides:
         # On a line of its own: the state key gives way so the line keys fit in two lines.
         text.append("\nη∝")
-        for color, label in zip(GUIDE_COLORS, ("γ²", f"γ^(2/{depth})", "γ"), strict=True):
+        labels = ("γ²", f"γ^(2/{depth})") if lazy == 2 else ("γ", f"γ^(1/{depth})")
+        for color, label in zip(GUIDE_COLORS, (*labels, "γ"), strict=True):
             text.append(" ⠒", style=rgb(color))
             text.append(label)
         text.append(" · fit")

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
+from gamma_tui.config import lazy_exponent
 from gamma_tui.ui.canvas import ramp, short_number
 from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
 from gamma_tui.ui.messages import FrameReady
@@ -314,6 +315,7 @@ class DashboardScreen(Screen[None]):
                 foreground,
                 background,
                 frame.fits,
+                lazy_exponent(snapshot.fit_settings.optimizer),
             )
         )
         _set_border(
@@ -322,7 +324,13 @@ class DashboardScreen(Screen[None]):
         )
         show_text(
             self.query_one("#heat-legend", Static),
-            heat_legend(snapshot.loss_range, self.guides, snapshot.depth, snapshot.relative_eta),
+            heat_legend(
+                snapshot.loss_range,
+                self.guides,
+                snapshot.depth,
+                snapshot.relative_eta,
+                lazy_exponent(snapshot.fit_settings.optimizer),
+            ),
         )
         _set_border(self.query_one("#heat-panel"), subtitle=step_label(frame.step))
         self._draw_curves(snapshot, frame)
