@@ -195,6 +195,15 @@ def next_boundary(step: int, cap: int) -> int:
     return octave_start + -(-(step - octave_start) // width) * width
 
 
+def is_eval_step(step: int) -> bool:
+    """Whether held-out evaluation happens at `step`: 0 and 1, 2, 5 times powers of ten."""
+    if step == 0:
+        return True
+    while step % 10 == 0:
+        step //= 10
+    return step in (1, 2, 5)
+
+
 def reduce_losses(start: int, losses: np.ndarray, cap: int) -> list[Chunk]:
     """Average per-step losses from step `start` into chunks of equal window width.
 

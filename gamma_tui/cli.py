@@ -613,13 +613,15 @@ def export(
         store = open_cache(cache)
         name = _resolve(store, sweep)
         runs, curves = load_run_curves(store, name)
+        evals = store.evals([r.run_id for r in runs])
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         with partial.open("w", newline="") as handle:
             if format_ == "csv":
                 writer = csv.writer(handle)
                 writer.writerow(
-                    ["run_id", "gamma", "eta", "seed", "state", "diverged_step", "step", "loss"]
+                    ["run_id", "gamma", "eta", "seed", "state", "diverged_step"]
+                    + ["series", "step", "loss", "accuracy"]
                 )
                 for run, curve in zip(runs, curves, strict=True):
                     head = [
@@ -631,7 +633,10 @@ def export(
                         run.diverged_step if run.diverged_step is not None else "",
                     ]
                     for step, loss in zip(curve.steps, curve.loss, strict=True):
-                        writer.writerow([*head, f"{step:g}", f"{loss:.7g}"])
+                        writer.writerow([*head, "train", f"{step:g}", f"{loss:.7g}", ""])
+                    held = evals.get(run.run_id)
+                    for step, loss, hit in [] if held is None else _eval_rows(held):
+                        writer.writerow([*head, "test", step, f"{loss:.7g}", hit])
             else:
                 json.dump(
                     {
@@ -641,6 +646,7 @@ def export(
                                 **_run_identity(r),
                                 "steps": c.steps.tolist(),
                                 "loss": [_finite(v) for v in c.loss.tolist()],
+                                **_eval_json(evals.get(r.run_id)),
                             }
                             for r, c in zip(runs, curves, strict=True)
                         ],
@@ -649,6 +655,23 @@ def export(
                 )
         partial.replace(output)
     err.print(f"wrote {len(runs)} runs of {name} to {output}")
+
+
+def _eval_rows(held: Any) -> list[tuple[int, float, str]]:
+    """(step, loss, accuracy text) of a run's held-out evaluations; accuracy '' if none."""
+    return [
+        (int(step), float(loss), "" if math.isnan(hit) else f"{hit:.6g}")
+        for step, loss, hit in zip(held.steps, held.loss, held.accuracy, strict=True)
+    ]
+
+
+def _eval_json(held: Any) -> dict[str, Any]:
+    """The `test` entry of a run in the JSON export (absent without evaluations)."""
+    if held is None:
+        return {}
+    accuracy = [None if math.isnan(v) else v for v in held.accuracy.tolist()]
+    loss = [_finite(v) for v in held.loss.tolist()]
+    return {"test": {"steps": held.steps.tolist(), "loss": loss, "accuracy": accuracy}}
 
 
 def _resolve(store: Cache, sweep: str) -> str:

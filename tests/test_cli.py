@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, SMOKE
+from support import ROOT, SMOKE, tiny_preset_text
 
 
 def cli(*args: str, cache: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -101,8 +101,35 @@ def test_export_csv(trained: Path, tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     cli("export", "smoke", "--format", "csv", "-o", str(target), cache=trained)
     lines = target.read_text().splitlines()
-    assert lines[0] == "run_id,gamma,eta,seed,state,diverged_step,step,loss"
+    assert lines[0] == "run_id,gamma,eta,seed,state,diverged_step,series,step,loss,accuracy"
     assert len(lines) > 32 * 5
+    assert all(line.split(",")[6] == "train" for line in lines[1:])  # smoke has no test set
+
+
+def test_export_includes_held_out_evaluations(tmp_path: Path) -> None:
+    preset = tmp_path / "held.toml"
+    preset.write_text(
+        tiny_preset_text(
+            data={"kind": "teacher_classes", "outputs": 3, "test_size": 40},
+            train={"steps": 12},
+            gamma={"min": 1.0, "max": 1.0},
+        )
+    )
+    cache = tmp_path / "runs"
+    cli("run", str(preset), cache=cache)
+    target = tmp_path / "out.csv"
+    cli("export", "held", "--format", "csv", "-o", str(target), cache=cache)
+    rows = [line.split(",") for line in target.read_text().splitlines()[1:]]
+    tests = [row for row in rows if row[6] == "test"]
+    runs = {row[0] for row in rows}
+    assert [int(row[7]) for row in tests if row[0] == tests[0][0]] == [0, 1, 2, 5, 10, 12]
+    assert {row[0] for row in tests} == runs
+    assert all(float(row[8]) == pytest.approx(1 / 3) for row in tests if row[7] == "0")
+    assert all(0.0 <= float(row[9]) <= 1.0 for row in tests)
+    exported = tmp_path / "out.json"
+    cli("export", "held", "--format", "json", "-o", str(exported), cache=cache)
+    first = json.loads(exported.read_text())["runs"][0]
+    assert first["test"]["steps"] == [0, 1, 2, 5, 10, 12] and len(first["test"]["accuracy"]) == 6
 
 
 @pytest.mark.parametrize(

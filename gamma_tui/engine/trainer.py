@@ -21,7 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from gamma_tui.cache import Cache, CacheError, Progress, next_boundary, reduce_losses
+from gamma_tui.cache import (
+    Cache,
+    CacheError,
+    Progress,
+    is_eval_step,
+    next_boundary,
+    reduce_losses,
+)
 from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label
 from gamma_tui.engine.convnet import ConvArchitecture
 from gamma_tui.engine.data import FileStream, Stream, TestSet, make_stream
@@ -81,15 +88,6 @@ def resolve_device(name: str) -> torch.device:
 
 Family = Architecture | ConvArchitecture | FunctionalArchitecture
 """A model family: shapes, initialisation and the ensemble class of one network kind."""
-
-
-def is_eval_step(step: int) -> bool:
-    """Whether held-out evaluation happens at `step`: 0 and 1, 2, 5 times powers of ten."""
-    if step == 0:
-        return True
-    while step % 10 == 0:
-        step //= 10
-    return step in (1, 2, 5)
 
 
 def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd") -> Family:

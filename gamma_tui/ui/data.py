@@ -35,7 +35,7 @@ from gamma_tui.analysis import (
     plateau_time,
     rescale_time,
 )
-from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
+from gamma_tui.cache import FINAL_STATES, Cache, Evals, RunInfo, SweepInfo
 from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
 from gamma_tui.report import DEFAULT_WINDOW
 from gamma_tui.results import load_run_curves
@@ -186,6 +186,27 @@ class SweepSnapshot:
     relative_eta: bool
     built_seconds: float = 0.0
     fit_settings: FitSettings = field(default_factory=FitSettings)
+    evals: tuple[Evals | None, ...] = ()  # held-out evaluations, aligned with runs
+
+    def held_out(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Seed-mean held-out (steps, loss, accuracy) of some runs, at the steps all of them
+        reached (accuracy NaN for regression), or None without evaluations."""
+        found = [self.evals[i] for i in indices if i < len(self.evals)]
+        present = [e for e in found if e is not None and e.steps.size]
+        if not present:
+            return None
+        steps = present[0].steps
+        for other in present[1:]:
+            steps = np.intersect1d(steps, other.steps)
+        if not steps.size:
+            return None
+        rows = [np.searchsorted(e.steps, steps) for e in present]
+        loss = np.mean([e.loss[r] for e, r in zip(present, rows, strict=True)], axis=0)
+        with _quiet_nanmean():
+            accuracy = np.nanmean(
+                [e.accuracy[r] for e, r in zip(present, rows, strict=True)], axis=0
+            )
+        return steps, loss, accuracy
 
     @property
     def unfinished(self) -> int:
@@ -409,6 +430,7 @@ class SnapshotBuilder:
         reduced, plateau = self._reductions(runs, curves, log10_top, quick)
         config = info.config
         settings = FitSettings.of(config)
+        held = cache.evals([r.run_id for r in runs])
         frame = compute_frame(name, self.builds, curves, step, settings)
         layout = heat_layout(frame.grid)
         loss_range = _color_range(reduced, [r.status for r in runs])
@@ -432,6 +454,7 @@ class SnapshotBuilder:
             relative_eta=config.get("eta", {}).get("scale") == "relative",
             built_seconds=time.perf_counter() - started,
             fit_settings=settings,
+            evals=tuple(held.get(r.run_id) for r in runs),
         )
 
     def _reductions(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.cache import Cache, Progress, is_eval_step, reduce_losses
 from gamma_tui.config import Preset, RunSpec, expand, parse_preset, predicted_eta_exponent
 
 FAKE_OWNER = "fake-host:0:demo"
@@ -122,8 +122,20 @@ def commit_fake(
         last_loss=float(finite[-1]) if finite.size else None,
         diverged_step=diverged if status == "diverged" else None,
         wall_seconds=0.01,
+        evals=_fake_evals(start, losses),
     )
     cache.commit(owner, [update], ttl=FOREVER)
+
+
+def _fake_evals(start: int, losses: np.ndarray) -> list[tuple[int, float, float | None]]:
+    """Held-out values at the evaluation steps: the training loss with a 20% gap, and an
+    accuracy that rises as the loss falls."""
+    evals: list[tuple[int, float, float | None]] = []
+    for offset, loss in enumerate(losses):
+        if is_eval_step(start + offset) and np.isfinite(loss):
+            value = float(loss) * 1.2
+            evals.append((start + offset, value, 1.0 / (1.0 + value)))
+    return evals
 
 
 def write_fake_sweep(cache: Cache, preset_text: str, state_of: StateOf | None = None) -> Preset:

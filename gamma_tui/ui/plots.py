@@ -42,6 +42,8 @@ FAILED_BG: RGB = (150, 30, 150)
 SKIPPED_FG: RGB = (120, 120, 120)
 GUIDE_COLORS: tuple[RGB, RGB, RGB] = ((80, 220, 255), (255, 120, 255), (255, 210, 90))
 FIT_COLORS: tuple[RGB, RGB] = ((255, 255, 255), (130, 255, 110))
+HELD_OUT_COLOR: RGB = (255, 150, 60)
+"""The dashed held-out loss of the cursor's cell in the curves panel."""
 """The fitted η*(γ) lines, lazy and rich: dashed (every other character), unlike the guides."""
 GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "skipped": "-"}
 """The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
@@ -80,6 +82,7 @@ class Series:
     color: RGB
     low: np.ndarray | None = None
     high: np.ndarray | None = None
+    dashed: bool = False  # drawn in every other character column (the held-out loss)
 
 
 @dataclass(frozen=True, eq=False)
@@ -419,6 +422,9 @@ def draw_curves(model: PlotModel | None, width: int, height: int) -> CharCanvas:
     colors = np.zeros((plot_height, plot_width), dtype=int)
     for index, series in enumerate(model.series):
         rows, columns = polyline_dots(dots.shape, *to_dots(series.x, series.y))
+        if series.dashed:
+            keep = columns // 2 % 2 == 0
+            rows, columns = rows[keep], columns[keep]
         dots[rows, columns] = True
         colors[rows // 4, columns // 2] = index
     palette = np.array([s.color for s in model.series], dtype=np.uint8)

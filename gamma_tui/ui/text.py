@@ -163,7 +163,8 @@ def _slope(fit: PowerFit | None, theory: float, word: str, short: bool = False) 
 
 
 def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
-    """The selected cell: γ, η (and c), state, loss at t per seed, t½, η*(γ), η_div(γ), runs."""
+    """The selected cell: γ, η (and c), state, loss at t per seed, t½, held-out loss and
+    accuracy, η*(γ), η_div(γ), runs."""
     text = Text()
     if h < 0 or g >= frame.grid.gammas.size:
         return Text("no cell here: move the cursor onto a colored cell", style="dim")
@@ -193,6 +194,7 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
     steps = sorted({r.steps_done for r in runs})
     target = runs[0].steps_target if runs else 0
     text.append(f"  steps {'/'.join(str(s) for s in steps)} of {target}")
+    text.append_text(_held_out_text(snapshot, indices, frame.step))
     diverged = [r.diverged_step for r in runs if r.diverged_step is not None]
     if diverged:
         text.append(
@@ -219,6 +221,25 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
         text.append(f"\nerror: {errors[0]}", style=f"bold {rgb(DIVERGED_FG)}")
     else:
         text.append(f"\nrun {' '.join(r.run_id for r in runs)}", style="dim")
+    return text
+
+
+def _held_out_text(snapshot: SweepSnapshot, indices: list[int], step: float | None) -> Text:
+    """`  test 0.0123 87%`: the seed-mean held-out loss (and accuracy) at the last evaluation
+    at or before the step shown (its step in dim when earlier); empty without evaluations."""
+    held = snapshot.held_out(indices)
+    if held is None:
+        return Text()
+    steps, loss, accuracy = held
+    at = len(steps) - 1 if step is None else int(np.searchsorted(steps, step, side="right")) - 1
+    if at < 0:
+        return Text()
+    text = Text("  test ")
+    text.append(loss_text(float(loss[at])), style="bold")
+    if np.isfinite(accuracy[at]):
+        text.append(f" {100 * accuracy[at]:.0f}%")
+    if step is not None and steps[at] != step:
+        text.append(f"@{short_number(float(steps[at]))}", style="dim")
     return text
 
 

@@ -22,7 +22,7 @@ from gamma_tui.config import lazy_exponent
 from gamma_tui.ui.canvas import ramp, short_number
 from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
 from gamma_tui.ui.messages import FrameReady
-from gamma_tui.ui.plots import HeatmapModel, PlotModel, Series
+from gamma_tui.ui.plots import HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
 from gamma_tui.ui.text import (
     details_text,
     family_legend,
@@ -371,7 +371,7 @@ class DashboardScreen(Screen[None]):
             chosen = layout.cell_at(g, row)
             keys = [h for _, h in cells]
         colors = ramp(len(cells))
-        series, highlight = [], None
+        series, highlight, held = [], None, None
         for (gg, h), color, key, label in zip(cells, colors, keys, labels, strict=True):
             item = _cell_series(snapshot, gg, h, color, self.smooth)
             if item is None:
@@ -381,6 +381,8 @@ class DashboardScreen(Screen[None]):
             else:
                 series.append(item)
         if highlight is not None and highlight[0] is not None:
+            held = _held_out_series(snapshot, g, layout.cell_at(g, row))
+            series += [held] if held is not None else []
             series.append(highlight[0])
         top = (
             float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2)
@@ -400,7 +402,8 @@ class DashboardScreen(Screen[None]):
                 background,
             )
         )
-        _set_border(self.query_one("#curve-panel"), title=f"loss curves · {fixed} · by {knob}")
+        title = f"loss curves · {fixed} · by {knob}" + (" · ┄ test" if held else "")
+        _set_border(self.query_one("#curve-panel"), title=title)
         legend = self.query_one("#curve-legend", Static)
         show_text(
             legend,
@@ -497,6 +500,18 @@ def _cell_series(
         low = np.log10(np.nanmin(values, axis=0)) if len(indices) > 1 else None
         high = np.log10(np.nanmax(values, axis=0)) if len(indices) > 1 else None
     return Series(snapshot.log10_t, mean, color, low, high)
+
+
+def _held_out_series(snapshot: SweepSnapshot, g: int, h: int) -> Series | None:
+    """The cursor cell's seed-mean held-out loss, dashed (None without evaluations)."""
+    held = snapshot.held_out(snapshot.runs_in_cell(g, h)) if h >= 0 else None
+    if held is None:
+        return None
+    steps, loss, _ = held
+    keep = (steps > 0) & (loss > 0)
+    if keep.sum() < 2:
+        return None
+    return Series(np.log10(steps[keep]), np.log10(loss[keep]), HELD_OUT_COLOR, dashed=True)
 
 
 def _y_range(series: list[Series]) -> tuple[float, float]:
