@@ -61,3 +61,19 @@ def test_mlp_depth_two_preset_reproduces_the_slopes(tmp_path: Path) -> None:
     assert 0.85 <= summary["rich"]["slope"] <= 1.15
     assert summary["init_loss"]["ok"]  # centering: every run starts at the batch mean of y^2
     assert summary["counts"].get("failed", 0) == 0
+
+
+@pytest.mark.parametrize("optimizer", ["signsgd", "adam"])
+def test_scale_free_optimizers_follow_gamma_and_gamma_to_one_over_depth(
+    optimizer: str, tmp_path: Path
+) -> None:
+    """SignSGD and Adam: η* ∝ γ (lazy) and γ^(1/L) (rich), on the depth-2 toy (PAPER.md §1)."""
+    sweep = train(
+        PAPER / "toy-chain-L2.toml",
+        tmp_path / "runs",
+        f'train.optimizer="{optimizer}"',
+        f"name=toy-{optimizer}",
+    )
+    summary = summary_of(tmp_path / "runs", sweep)
+    assert summary["lazy"]["slope"] == pytest.approx(1.0, abs=0.1)
+    assert summary["rich"]["slope"] == pytest.approx(0.5, abs=0.15)
