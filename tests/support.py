@@ -1,8 +1,12 @@
-"""Helpers for tests: paths and tiny preset texts."""
+"""Helpers for tests: paths, tiny preset texts, and dataset files in their native formats."""
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "presets" / "smoke.toml"
@@ -32,3 +36,49 @@ def _toml(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     return repr(value)
+
+
+def write_mnist1m(folder: Path, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-1M parts of `sizes` samples: uint8 (n, 28, 28) images, alternately stored and
+    compressed; returns all pixels and labels in file order."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (sum(sizes), 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, sum(sizes))
+    start = 0
+    for index, size in enumerate(sizes):
+        save = np.savez if index % 2 == 0 else np.savez_compressed
+        save(folder / f"MNIST_images_{index}.npz", pixels[start : start + size])
+        np.save(folder / f"MNIST_labels_{index}.npy", labels[start : start + size])
+        start += size
+    return pixels, labels
+
+
+def write_cifar5m(folder: Path, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """CIFAR-5M parts cifar5m_part{i}.npz of `sizes` samples: X uint8 (n, 32, 32, 3) and Y
+    labels, alternately stored and compressed; returns all pixels and labels in file order."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (sum(sizes), 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, sum(sizes))
+    start = 0
+    for index, size in enumerate(sizes):
+        save = np.savez if index % 2 == 0 else np.savez_compressed
+        save(
+            folder / f"cifar5m_part{index}.npz",
+            X=pixels[start : start + size],
+            Y=labels[start : start + size],
+        )
+        start += size
+    return pixels, labels
+
+
+def write_cifar_bin(file: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
+    """CIFAR-10 binary records: label byte, then R, G, B planes of (n, 3, 32, 32) pixels."""
+    records = np.concatenate([labels[:, None].astype(np.uint8), pixels.reshape(len(pixels), -1)], 1)
+    file.write_bytes(records.tobytes())
+
+
+def write_idx(file: Path, array: np.ndarray) -> None:
+    """An unsigned-byte IDX file, gzip'd if the name ends in .gz."""
+    data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data += array.astype(np.uint8).tobytes()
+    file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import random
 import socket
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import write_cifar_bin, write_idx, write_mnist1m
 
 from gamma_tui import datasets
 from gamma_tui.datasets import DatasetError, DatasetInfo, open_dataset
@@ -25,34 +24,6 @@ CIFAR_STD = np.array([63.1, 62.1, 66.6])
 def mnist_reference(pixels: np.ndarray) -> np.ndarray:
     """The expected normalization of uint8 MNIST pixels, in float64."""
     return ((pixels / 255.0 - MNIST_MEAN) / MNIST_STD).reshape(len(pixels), 1, 28, 28)
-
-
-def write_mnist1m(folder: Path, sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST-1M parts of `sizes` samples: uint8 (n, 28, 28) images, alternately stored and
-    compressed; returns all pixels and labels in file order."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (sum(sizes), 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, sum(sizes))
-    start = 0
-    for index, size in enumerate(sizes):
-        save = np.savez if index % 2 == 0 else np.savez_compressed
-        save(folder / f"MNIST_images_{index}.npz", pixels[start : start + size])
-        np.save(folder / f"MNIST_labels_{index}.npy", labels[start : start + size])
-        start += size
-    return pixels, labels
-
-
-def write_cifar_bin(file: Path, pixels: np.ndarray, labels: np.ndarray) -> None:
-    """CIFAR-10 binary records: label byte, then R, G, B planes of (n, 3, 32, 32) pixels."""
-    records = np.concatenate([labels[:, None].astype(np.uint8), pixels.reshape(len(pixels), -1)], 1)
-    file.write_bytes(records.tobytes())
-
-
-def write_idx(file: Path, array: np.ndarray) -> None:
-    """An unsigned-byte IDX file, gzip'd if the name ends in .gz."""
-    data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data += array.astype(np.uint8).tobytes()
-    file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)
 
 
 def test_mnist1m_shapes_normalization_and_online_order(tmp_path: Path) -> None:
