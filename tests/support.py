@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +85,17 @@ def write_idx(file: Path, array: np.ndarray) -> None:
     data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data += array.astype(np.uint8).tobytes()
     file.write_bytes(gzip.compress(data) if file.suffix == ".gz" else data)
+
+
+def run_preset(preset: Path, cache: Path, *overrides: str, timeout: float = 600) -> None:
+    """`gamma-tui run PRESET --cache CACHE -q --set ...` in a subprocess; asserts exit 0."""
+    sets = [word for override in overrides for word in ("--set", override)]
+    done = subprocess.run(
+        [sys.executable, "-m", "gamma_tui", "run", str(preset), "--cache", str(cache), "-q", *sets],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert done.returncode == 0, done.stderr

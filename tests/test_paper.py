@@ -6,14 +6,11 @@ MLP preset on 2 CPU cores. Windows are the issue's acceptance criteria (PAPER.md
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, run_preset
 
 from gamma_tui.cache import Cache
 from gamma_tui.config import load_preset
@@ -26,16 +23,7 @@ pytestmark = pytest.mark.slow
 
 def train(preset: Path, cache: Path, *overrides: str) -> str:
     """Run `gamma-tui run PRESET` headless into `cache`; returns the sweep name."""
-    sets = [arg for override in overrides for arg in ("--set", override)]
-    done = subprocess.run(
-        [sys.executable, "-m", "gamma_tui", "run", str(preset), "--cache", str(cache), "-q", *sets],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert done.returncode == 0, done.stderr
+    run_preset(preset, cache, *overrides)
     return load_preset(preset, list(overrides)).name
 
 

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT, write_cifar5m, write_cifar_bin, write_idx, write_mnist1m
+from support import ROOT, run_preset, write_cifar5m, write_cifar_bin, write_idx, write_mnist1m
 from typer.testing import CliRunner
 
 from gamma_tui.cache import Cache
@@ -117,16 +114,7 @@ def test_preset_trains_shrunk_from_the_centered_start(
     preset = load_preset(path, overrides)
     cache = tmp_path / "runs"
     had_data = (ROOT / "data").exists()
-    command = [sys.executable, "-m", "gamma_tui", "run", str(path), "--cache", str(cache), "-q"]
-    done = subprocess.run(
-        command + [word for override in overrides for word in ("--set", override)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert done.returncode == 0, done.stderr
+    run_preset(path, cache, *overrides, timeout=300)
     assert (ROOT / "data").exists() == had_data  # nothing written into the repository
 
     with Cache(cache) as store:
