@@ -277,7 +277,8 @@ def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
     out.print(
         f"{found.sweep}: {found.total} runs, {found.finished} already finished, "
         f"{found.partial} partly trained, {found.to_train} to train in {len(found.shards)} "
-        f"shard(s), about {found.flops:.2g} FLOPs"
+        f"shard(s), "
+        + (f"about {found.flops:.2g} FLOPs" if math.isfinite(found.flops) else "FLOPs unknown")
         + (
             f"; the η cut-off ({preset.cutoff.decades} decades) trains fewer"
             if preset.cutoff.decades and found.to_train

@@ -85,6 +85,11 @@ class NetworkConfig(Strict):
         unused = ["depth_label"]  # only the guides read it
         if self.kind != "vit":
             unused += ["heads", "patch"]
+        unused += {
+            "chain": ["width", "bias", "activation"],  # width 1, no bias, linear by definition
+            "cnn": ["depth", "activation"],  # fixed layout, ReLU
+            "resnet18": ["depth", "activation", "bias"],  # fixed layout, ReLU, BatchNorm
+        }.get(self.kind, [])
         return tuple(unused)
 
 
@@ -151,6 +156,10 @@ class DataConfig(Strict):
             unused.append("degree")
         if self.test_size == 0:
             unused += ["test_size"]
+        if self.from_files or self.kind == "scalar":  # the data fix inputs, classes and order
+            unused += ["input_dim", "hidden", "outputs", "seed"]
+        elif self.kind not in ("teacher_mlp", "teacher_classes"):
+            unused.append("hidden")  # only the ReLU teacher has hidden units
         return tuple(unused)
 
     @property
@@ -330,18 +339,16 @@ class Preset(Strict):
             )
         return self
 
-    def parameter_count(self) -> int:
-        """Parameters of one network of this preset (weights and biases)."""
-        if self.network.kind == "chain":
-            return self.network.depth
-        widths = [self.data.input_dim, *[self.network.width] * (self.network.depth - 1)]
-        widths.append(self.data.outputs)
-        pairs = zip(widths[:-1], widths[1:], strict=False)
-        return sum(a * b + (b if self.network.bias else 0) for a, b in pairs)
-
     def flops_per_run(self) -> float:
-        """Approximate training FLOPs of one run: 6 x batch x parameters per step."""
-        return 6.0 * self.train.batch_size * self.parameter_count() * self.train.steps
+        """Approximate training FLOPs of one run: 6 x batch x forward multiply-adds per step
+        (gamma_tui.costs); NaN when the input shape is unknown (an .npz that cannot be read)."""
+        from gamma_tui.costs import forward_macs, sample_shape
+
+        found = sample_shape(self.data)
+        if found is None:
+            return math.nan
+        macs = forward_macs(self.network, *found)
+        return 6.0 * self.train.batch_size * macs * self.train.steps
 
     def is_huge(self) -> bool:
         """Whether starting this sweep deserves a confirmation (hours of compute or a huge grid)."""

@@ -94,3 +94,23 @@ def test_top_level_key_under_a_table_gets_a_hint() -> None:
     text = tiny_preset_text().replace("seeds = [0, 1]\n", "") + "seeds = 3\n"
     with pytest.raises(PresetError, match="top-level key"):
         parse_preset(text)
+
+
+def test_keys_a_model_or_dataset_ignores_leave_run_ids_alone() -> None:
+    """Settings a run does not use never split identical runs; those it uses always do."""
+
+    def run_id(network: str, data: str) -> str:
+        text = f"[network]\n{network}\n[data]\n{data}\n[gamma]\nmin=1\nmax=1\n[eta]\nmin=1\nmax=1\n"
+        return expand(parse_preset(text))[0].run_id
+
+    cnn, images = 'kind = "cnn"', 'kind = "npz"\npath = "a.npz"'
+    base = run_id(cnn, images)
+    assert run_id(cnn + '\ndepth = 7\nactivation = "linear"', images) == base
+    assert run_id(cnn, 'kind = "npz"\npath = "b.npz"\ninput_dim = 5\nseed = 3') == base
+    assert run_id(cnn + "\nwidth = 7", images) != base
+    assert run_id('kind = "resnet18"\nbias = true', images) == run_id('kind = "resnet18"', images)
+    assert run_id('kind = "vit"\nheads = 2', images) != run_id('kind = "vit"', images)
+    linear = 'kind = "teacher_linear"'
+    assert run_id("", linear + "\nhidden = 9") == run_id("", linear)
+    assert run_id("", 'kind = "teacher_mlp"\nhidden = 9') != run_id("", 'kind = "teacher_mlp"')
+    assert run_id("depth_label = 5", linear) == run_id("", linear)

@@ -243,3 +243,28 @@ def test_eval_steps_are_one_two_five_per_decade() -> None:
         500,
         1000,
     ]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_cost_estimate_counts_the_forward_multiply_adds(tmp_path: Path, model: str) -> None:
+    """gamma_tui.costs against torch's FLOP counter on one member's real forward pass."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gamma_tui.costs import forward_macs, sample_shape
+    from gamma_tui.engine.data import make_stream
+    from gamma_tui.engine.trainer import model_family
+
+    preset = parse_preset(preset_text(tmp_path, model))
+    flatten = preset.network.kind not in ("cnn", "resnet18", "vit")
+    stream = make_stream(preset.data, 8, "mse", torch.float64, torch.device("cpu"), flatten=flatten)
+    arch = model_family(preset.network, stream)
+    pairs = zip(arch.init(0), arch.init(1), strict=True)
+    ensemble = arch.ensemble([torch.stack(pair) for pair in pairs])
+    batch = stream.batch(0).x
+    with FlopCounterMode(display=False) as counter:
+        ensemble.predict(batch)
+    found = sample_shape(preset.data)
+    assert found is not None
+    estimate = forward_macs(preset.network, *found)
+    # two members (one would take the MLP's padded path), 8 samples, 2 FLOPs per multiply-add
+    assert counter.get_total_flops() / 2 / 8 / 2 == pytest.approx(estimate, rel=0.02)

@@ -60,8 +60,9 @@ class TeacherStream:
     teacher_classes: the same teacher's argmax as a class label (one-hot {0,1} targets for
     MSE, indices for cross-entropy). teacher_linear: y = U x with U ~ N(0, I/D).
     teacher_powerlaw: inputs with covariance diag(k^-alpha), k = 1..D, and y = U x / sqrt(Σ_k
-    k^-alpha) with U ~ N(0, 1), so E[y²] = 1 (a power-law spectrum, as in linear-regression
-    scaling-law models). single_index: y = (u·x)^degree with u ~ N(0, I/D).
+    k^-alpha) with U ~ N(0, 1), a power-law spectrum as in linear-regression scaling-law models;
+    E[y²] = 1 on average over teachers (one teacher's can be a few times more or less: the top
+    directions dominate). single_index: y = (u·x)^degree with u ~ N(0, I/D).
     """
 
     def __init__(

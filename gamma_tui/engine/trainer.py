@@ -76,7 +76,14 @@ class TrainerOptions:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, then Apple MPS, else CPU."""
+    """'auto' picks CUDA when present, then Apple MPS, else CPU.
+
+    On CUDA, TF32 is turned off for matmuls and convolutions (cuDNN allows it by default):
+    its 10-bit mantissa would swamp the centered difference f_mu(θ) - f_mu(θ0) at small γ,
+    and float32 must mean float32 on every device.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

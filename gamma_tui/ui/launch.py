@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -215,7 +216,7 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
         + (len(specs) - len(cached)) * preset.train.steps
     )
     shards = len({s.shard_key for s in specs})
-    flops = 6.0 * preset.train.batch_size * preset.parameter_count() * steps_left
+    flops = preset.flops_per_run() / preset.train.steps * steps_left
     return (
         f"[b]{len(specs)}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
         f"cached: [b]{finished}[/] finished, {partial} partial"
@@ -226,7 +227,9 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
 
 
 def _si(value: float) -> str:
-    """1234567 -> '1.2M'."""
+    """1234567 -> '1.2M'; '?' for an unknown (NaN) amount."""
+    if not math.isfinite(value):
+        return "? "
     for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if value >= scale:
             return f"{value / scale:.1f}{unit}"

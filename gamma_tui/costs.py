@@ -1,0 +1,77 @@
+"""Compute estimates for planning: multiply-adds of one forward pass, by model kind.
+
+Used for the work shown by the launcher and `run --dry-run`, and for the huge-sweep
+confirmation. Formulas count the multiply-adds of weight layers (convolutions at every output
+position, attention's q·k and weights·v); element-wise work is left out. No torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gamma_tui.config import DataConfig, NetworkConfig
+
+KNOWN_SHAPES = {"mnist1m": ((1, 28, 28), 10), "cifar5m": ((3, 32, 32), 10), "mnist1d": ((40,), 10)}
+"""(sample shape, classes) of datasets whose format fixes them."""
+
+
+def sample_shape(data: DataConfig) -> tuple[tuple[int, ...], int] | None:
+    """(input shape, outputs) of one sample, or None when only an unreadable file could say."""
+    if data.kind == "scalar":
+        return (1,), 1
+    if not data.from_files:
+        return (data.input_dim,), data.outputs
+    if data.kind in KNOWN_SHAPES:
+        return KNOWN_SHAPES[data.kind]
+    from gamma_tui.datasets import DatasetError, open_dataset
+
+    try:
+        info = open_dataset(data.kind, data.path).info
+    except (DatasetError, OSError, ValueError):
+        return None
+    return info.input_shape, info.classes
+
+
+def forward_macs(network: NetworkConfig, shape: tuple[int, ...], outputs: int) -> float:
+    """Multiply-adds of one sample's forward pass through `network` on inputs of `shape`."""
+    n = network.width
+    if network.kind == "chain":
+        return float(network.depth)
+    if network.kind == "mlp":
+        widths = [math.prod(shape), *[n] * (network.depth - 1), outputs]
+        return float(sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False)))
+    channels, height, width = shape if len(shape) == 3 else (1, 1, math.prod(shape))
+    if network.kind == "cnn":
+        h1, w1 = height - 2, width - 2
+        h2, w2 = h1 // 2 - 2, w1 // 2 - 2
+        features = 2 * n * (h2 // 2) * (w2 // 2)
+        return float(
+            9 * channels * n * h1 * w1
+            + 9 * n * 2 * n * h2 * w2
+            + features * 8 * n
+            + 8 * n * outputs
+        )
+    if network.kind == "resnet18":
+        return _resnet18_macs(channels, height, width, n, outputs)
+    tokens = (height // network.patch) * (width // network.patch)
+    embed = tokens * channels * network.patch**2 * n
+    block = 12 * tokens * n * n + 2 * tokens * tokens * n  # q, k, v, o, 4N MLP; attention
+    return float(embed + network.depth * block + n * outputs)
+
+
+def _resnet18_macs(channels: int, height: int, width: int, n: int, outputs: int) -> float:
+    """The CIFAR ResNet-18: 3×3 stem, 4 stages of 2 BasicBlocks, 1×1 projection shortcuts."""
+    widths = [max(1, int(w * n / 64)) for w in (64, 128, 256, 512)]
+    total = 9 * channels * widths[0] * height * width
+    c_in = widths[0]
+    for stage, c_out in enumerate(widths):
+        for index in range(2):
+            if stage and not index:
+                height, width = -(-height // 2), -(-width // 2)
+            total += 9 * c_in * c_out * height * width + 9 * c_out * c_out * height * width
+            if c_in != c_out or (stage and not index):
+                total += c_in * c_out * height * width
+            c_in = c_out
+    return float(total + c_in * outputs)
