@@ -63,6 +63,8 @@ class ShardJob:
     checkpoint_every: int
     threads: int = 0
     """torch CPU threads per engine worker; 0 keeps torch's default (the CPUs it may use)."""
+    compile_step: bool = False
+    """torch.compile the training step (train.compile)."""
 
 
 class Executor(Protocol):
@@ -87,6 +89,7 @@ def engine_command(
     command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir)]
     command += ["--device", job.device, "--threads", str(job.threads)]
     command += ["--checkpoint-every", str(job.checkpoint_every)]
+    command += ["--compile"] if job.compile_step else []
     for shard in shards:
         command += ["--shard", ",".join(shard)]
     return command
@@ -133,7 +136,12 @@ class LocalExecutor:
     def run(self, cache: Cache, shards: list[list[str]], job: ShardJob, tick: Tick) -> list[str]:
         """Start the workers (runner.start_workers) and wait for them."""
         self.pool = runner.start_workers(
-            cache.root, shards, self.workers, job.device, job.checkpoint_every
+            cache.root,
+            shards,
+            self.workers,
+            job.device,
+            job.checkpoint_every,
+            compile_step=job.compile_step,
         )
         while self.pool.alive():
             tick()

@@ -177,6 +177,9 @@ class TrainConfig(Strict):
     optimizer: Literal["sgd", "signsgd", "adam"] = "sgd"
     dtype: Literal["auto", "float32", "float64"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(
+        False, description="torch.compile the training step; falls back to eager on failure"
+    )
     checkpoint_every: int = Field(250, ge=1, le=10**9)
     curve_cap: int = Field(10_000, ge=16, le=10**8)
     divergence_factor: float = Field(1e6, gt=1.0)

@@ -285,6 +285,7 @@ def start_workers(
     device: str,
     checkpoint_every: int,
     detach: bool = False,
+    compile_step: bool = False,
 ) -> WorkerPool:
     """Start up to `workers` engine processes, dealing the shards out round-robin."""
     workers = max(1, min(workers, len(shards)))
@@ -307,7 +308,7 @@ def start_workers(
             str(threads),
             "--checkpoint-every",
             str(checkpoint_every),
-        ]
+        ] + (["--compile"] if compile_step else [])
         for shard in mine:
             command += ["--shard", ",".join(shard)]
         log = log_dir / f"worker-{stamp}-{os.getpid()}-{index}.log"
@@ -447,7 +448,14 @@ def run_sweep(
                     break
                 continue
             shards = make_shards(free, pieces=workers)
-            pool = start_workers(cache.root, shards, workers, device, preset.train.checkpoint_every)
+            pool = start_workers(
+                cache.root,
+                shards,
+                workers,
+                device,
+                preset.train.checkpoint_every,
+                compile_step=preset.train.compile,
+            )
             while pool.alive():
                 tick()
                 time.sleep(poll_seconds)
@@ -480,7 +488,9 @@ def _backend_round(
     """Hand one round's shards to a distributed backend; returns its failures."""
     from gamma_tui.backends import ShardJob
 
-    job = ShardJob(preset.name, device, preset.train.checkpoint_every)
+    job = ShardJob(
+        preset.name, device, preset.train.checkpoint_every, compile_step=preset.train.compile
+    )
     return backend.run(cache, shards, job, tick)
 
 

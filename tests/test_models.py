@@ -268,3 +268,25 @@ def test_cost_estimate_counts_the_forward_multiply_adds(tmp_path: Path, model: s
     estimate = forward_macs(preset.network, *found)
     # two members (one would take the MLP's padded path), 8 samples, 2 FLOPs per multiply-add
     assert counter.get_total_flops() / 2 / 8 / 2 == pytest.approx(estimate, rel=0.02)
+
+
+@pytest.mark.slow  # torch.compile takes seconds to compile on CPU
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_compiled_step_trains_like_the_eager_one(tmp_path: Path, optimizer: str) -> None:
+    """train.compile: the compiled step gives the eager curves up to kernel rounding."""
+    from torch._dynamo.utils import counters
+
+    text = preset_text(tmp_path, "mlp", optimizer=optimizer, eta=(0.001, 0.01))
+    curves = {}
+    for compiled in (False, True):
+        options = TrainerOptions(torch.device("cpu"), commit_seconds=0.0, compile_step=compiled)
+        with Cache(tmp_path / f"runs-{compiled}") as cache:
+            specs = expand(parse_preset(text))
+            cache.register_sweep("s", text, {}, specs, 12)
+            before = counters["stats"]["unique_graphs"]
+            ShardTrainer(cache, "t", options).train([s.run_id for s in specs])
+            graphs = counters["stats"]["unique_graphs"] - before
+            curves[compiled] = cache.curves([s.run_id for s in specs])
+        assert (graphs > 0) == compiled
+    for run_id, eager in curves[False].items():
+        np.testing.assert_allclose(curves[True][run_id].loss, eager.loss, rtol=1e-4)

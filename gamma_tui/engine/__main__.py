@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="steps per checkpoint")
     parser.add_argument("--commit-seconds", type=float, default=2.0, help="curve write cadence")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the step (eager on failure)"
+    )
     return parser.parse_args(argv)
 
 
@@ -42,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     options = TrainerOptions(
-        resolve_device(args.device), args.checkpoint_every, args.commit_seconds
+        resolve_device(args.device),
+        args.checkpoint_every,
+        args.commit_seconds,
+        compile_step=args.compile,
     )
     cache = Cache(args.cache)
     trainer = ShardTrainer(cache, owner, options)

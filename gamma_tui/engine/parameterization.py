@@ -238,9 +238,11 @@ def _use_onednn(x: torch.Tensor) -> bool:
 
     On CPU, torch's default float32 GEMM (MKL) ran at about half the speed of oneDNN's on the
     development machine (210 vs 460 GFLOP/s for a 2048² product), and the first layer is
-    ~80% of an MLP step's FLOPs. GAMMA_TUI_ONEDNN=0 turns it off.
+    ~80% of an MLP step's FLOPs. GAMMA_TUI_ONEDNN=0 turns it off; so does torch.compile,
+    which cannot trace the oneDNN op and generates its own kernels.
     """
-    return _ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+    cpu32 = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2
+    return _ONEDNN and cpu32 and not torch.compiler.is_compiling()
 
 
 _ONEDNN = torch.backends.mkldnn.is_available() and os.environ.get("GAMMA_TUI_ONEDNN") != "0"

@@ -73,6 +73,10 @@ class TrainerOptions:
     checkpoint_every: int = 250
     commit_seconds: float = 2.0
     sync_every: int = 32
+    compile_step: bool = False
+    """torch.compile the step (forward, loss, backward and, for SGD, the update). Dynamo falls
+    back to eager code wherever it cannot compile (suppress_errors), so a run never fails for
+    it; compiled kernels may round differently from eager ones, like another device would."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -170,6 +174,12 @@ class ShardTrainer:
     def __init__(self, cache: Cache, owner: str, options: TrainerOptions) -> None:
         self.cache, self.owner, self.options = cache, owner, options
         self.stop_requested = False
+        self._step = self._train_step
+        if options.compile_step:
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True
+            self._step = torch.compile(self._train_step, dynamic=None)
 
     def train(self, run_ids: list[str]) -> int:
         """Train every claimable run in `run_ids` to its target; returns how many it trained.
@@ -340,28 +350,33 @@ class ShardTrainer:
         losses = torch.empty(
             len(active), stop - start, dtype=self.dtype, device=self.options.device
         )
-        scaled = self.optimizer is None  # SGD: the step size rides in the output gradient
-        ones = torch.ones_like(self.step_size)
         evals = []
         for offset, step in enumerate(range(start, stop)):
             if self.test is not None and is_eval_step(step):
                 evals.append((step, *self._evaluate(model)))
             batch = self.stream.batch(step)
-            f_mu, pre = model.forward(batch.x)
-            with torch.no_grad():  # autograd models: only the members' forward is a graph
-                f_mu0 = self.frozen.predict(batch.x).index_select(0, self.seed_index)
-                rate = self.step_size if scaled else ones
-                value, grad = loss_and_grad(
-                    f_mu, f_mu0, self.gamma, rate, batch.target, self.loss_kind
-                )
-                losses[:, offset] = value
-            if self.optimizer is None:
-                model.sgd_step(batch.x, pre, grad)
-            else:
-                grads = model.gradients(batch.x, pre, grad)
+            value, grads = self._step(model, batch.x, batch.target)
+            losses[:, offset] = value
+            if self.optimizer is not None:
                 with torch.no_grad():
                     self.optimizer.step(model.params, grads, self.step_size, step)
         return losses, evals
+
+    def _train_step(
+        self, model: Any, x: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One step's losses (E,); SGD moves the parameters here, other optimizers get the
+        gradients back (their update needs the step count, kept out of compiled code)."""
+        f_mu, pre = model.forward(x)
+        with torch.no_grad():  # autograd models: only the members' forward is a graph
+            f_mu0 = self.frozen.predict(x).index_select(0, self.seed_index)
+            scaled = self.optimizer is None  # SGD: the step size rides in the output gradient
+            rate = self.step_size if scaled else torch.ones_like(self.step_size)
+            value, grad = loss_and_grad(f_mu, f_mu0, self.gamma, rate, target, self.loss_kind)
+        if self.optimizer is None:
+            model.sgd_step(x, pre, grad)
+            return value, []
+        return value, model.gradients(x, pre, grad)
 
     def _evaluate(self, model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Every member's held-out loss (E,) and accuracy (E,) (None without classes)."""
