@@ -26,6 +26,7 @@ from gamma_tui.config import Preset, expand
 
 KNOBS: tuple[tuple[str, str], ...] = (
     ("name", "sweep name"),
+    ("network.kind", "model"),
     ("network.width", "width N"),
     ("network.depth", "depth L"),
     ("network.activation", "activation"),
@@ -40,6 +41,7 @@ KNOBS: tuple[tuple[str, str], ...] = (
     ("eta.per_decade", "η /decade"),
     ("train.steps", "steps"),
     ("train.batch_size", "batch"),
+    ("train.optimizer", "optimizer"),
     ("seeds", "seeds"),
 )
 """The main knobs the launcher lets a user edit: (key path in the preset, label)."""
@@ -118,7 +120,14 @@ def overrides(preset: Preset, values: dict[str, str]) -> list[str]:
     for key, text in values.items():
         if text.strip() != knob_value(preset, key):
             value = text.strip()
-            quoted = key in ("name", "network.activation", "data.kind", "eta.scale")
+            quoted = key in (
+                "name",
+                "network.kind",
+                "network.activation",
+                "data.kind",
+                "eta.scale",
+                "train.optimizer",
+            )
             if quoted and not value.startswith('"'):
                 value = json.dumps(value)
             result.append(f"{key}={value}")
@@ -212,7 +221,11 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
     skipped = sum(1 for r in cached if r.status == "skipped")
     partial = len(cached) - finished - skipped
     steps_left = (
-        sum(max(0, preset.train.steps - r.steps_done) for r in cached if r.status != "diverged")
+        sum(
+            max(0, preset.train.steps - r.steps_done)
+            for r in cached
+            if r.status not in ("diverged", "skipped")
+        )
         + (len(specs) - len(cached)) * preset.train.steps
     )
     shards = len({s.shard_key for s in specs})
