@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from gamma_tui.cache import Cache, CacheError, RunInfo, SweepInfo
+from gamma_tui.config import sweep_depth_label
 from gamma_tui.ui.canvas import short_number
 from gamma_tui.ui.data import Catalog
 from gamma_tui.ui.messages import RunsLoaded
@@ -40,7 +41,7 @@ def sweep_row(sweep: SweepInfo) -> dict[str, str]:
         "queued": str(counts.get("queued", 0)),
         "fail": str(counts.get("failed", 0)),
         "model": f"{network.get('kind', '?')} N{network.get('width', '?')} "
-        f"L{network.get('depth', '?')}",
+        f"L{sweep_depth_label(config)}",
         "dataset": str(data.get("kind", "?")),
         "steps": str(sweep.steps),
         "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(sweep.updated)),
