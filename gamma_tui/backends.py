@@ -19,11 +19,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -167,10 +170,13 @@ def prepare_job_cache(folder: Path, states: Sequence[RunState]) -> None:
         job_cache.merge_runs(states)
 
 
-def sync_jobs(cache: Cache, jobs_root: Path, sweep: str | None = None) -> dict[str, int]:
+def sync_jobs(
+    cache: Cache, jobs_root: Path, sweep: str | None = None, owner: str | None = None
+) -> dict[str, int]:
     """Merge every job cache under jobs_root[/sweep] into `cache`; safe to rerun.
 
     Returns the number of runs taken from each job folder (0 when it had nothing new).
+    `owner`: the driver's lease on the remotely training runs (see `remote_lease`).
     """
     base = jobs_root / sweep if sweep else jobs_root
     taken: dict[str, int] = {}
@@ -182,8 +188,27 @@ def sync_jobs(cache: Cache, jobs_root: Path, sweep: str | None = None) -> dict[s
                 states = job_cache.export_runs([r.run_id for r in job_cache.runs()])
         except (CacheError, OSError) as error:
             raise CacheError(f"{database.parent}: cannot read the job cache ({error})") from None
-        taken[str(database.parent)] = len(cache.merge_runs(states))
+        taken[str(database.parent)] = len(cache.merge_runs(states, owner))
     return taken
+
+
+@contextmanager
+def remote_lease(cache: Cache, shards: list[list[str]]) -> Iterator[tuple[str, list[list[str]]]]:
+    """Lease the shards' runs for the driver while they train remotely.
+
+    Another `run` on an overlapping preset then sees them running and waits instead of
+    training them twice. Yields the owner and the shards cut to the runs it could lease
+    (one held by a live worker elsewhere is left to it). The lease names this host and
+    process, so it lapses if the driver dies (the jobs' work is still ingested by `sync`);
+    the driver renews it while it waits, and releases what is left at the end.
+    """
+    owner = f"{socket.gethostname()}:{os.getpid()}:remote-{uuid.uuid4().hex[:8]}"
+    claimed = set(cache.claim([run_id for shard in shards for run_id in shard], owner))
+    mine = [[run_id for run_id in shard if run_id in claimed] for shard in shards]
+    try:
+        yield owner, [shard for shard in mine if shard]
+    finally:
+        cache.release(owner)
 
 
 def train_job_folder(folder: str, shard: list[str], job: ShardJob) -> dict[str, Any]:
@@ -227,21 +252,24 @@ class SlurmExecutor:
         """Prepare a job folder per shard, submit the array, sync until every job ended."""
         import submitit
 
-        folders = []
-        for shard in shards:
-            folder = self.jobs_root / job.sweep / shard_name(shard)
-            prepare_job_cache(folder, cache.export_runs(shard))
-            folders.append(str(folder))
-        executor = submitit.AutoExecutor(
-            folder=self.jobs_root / job.sweep / "submitit", cluster=self.cluster
-        )
-        parameters = {"timeout_min": 60, "name": f"gamma-tui-{job.sweep}"}
-        parameters |= {"slurm_array_parallelism": max(1, len(shards))} | self.parameters
-        executor.update_parameters(**_valid(executor, parameters))
-        self.jobs = executor.map_array(train_job_folder, folders, shards, [job] * len(shards))
-        return self._wait(cache, job, tick)
+        with remote_lease(cache, shards) as (owner, shards):
+            if not shards:
+                return []
+            folders = []
+            for shard in shards:
+                folder = self.jobs_root / job.sweep / shard_name(shard)
+                prepare_job_cache(folder, cache.export_runs(shard))
+                folders.append(str(folder))
+            executor = submitit.AutoExecutor(
+                folder=self.jobs_root / job.sweep / "submitit", cluster=self.cluster
+            )
+            parameters = {"timeout_min": 60, "name": f"gamma-tui-{job.sweep}"}
+            parameters |= {"slurm_array_parallelism": max(1, len(shards))} | self.parameters
+            executor.update_parameters(**_valid(executor, parameters))
+            self.jobs = executor.map_array(train_job_folder, folders, shards, [job] * len(shards))
+            return self._wait(cache, job, tick, owner)
 
-    def _wait(self, cache: Cache, job: ShardJob, tick: Tick) -> list[str]:
+    def _wait(self, cache: Cache, job: ShardJob, tick: Tick, owner: str) -> list[str]:
         """Poll the jobs, merging job caches every sync_seconds and when all have ended."""
         errors: list[str] = []
         pending, last_sync = list(self.jobs), time.monotonic()
@@ -250,12 +278,13 @@ class SlurmExecutor:
                 pending.remove(submitted)
                 errors += _job_errors(submitted)
             if time.monotonic() - last_sync >= self.sync_seconds:
-                sync_jobs(cache, self.jobs_root, job.sweep)
+                sync_jobs(cache, self.jobs_root, job.sweep, owner)
                 last_sync = time.monotonic()
+            cache.renew(owner)
             tick()
             if pending:
                 time.sleep(self.poll_seconds)
-        sync_jobs(cache, self.jobs_root, job.sweep)
+        sync_jobs(cache, self.jobs_root, job.sweep, owner)
         return errors
 
     def stop(self) -> None:
@@ -316,20 +345,26 @@ class RayExecutor:
         task = ray.remote(train_shipped_shard).options(
             num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=0
         )
-        self.pending = [task.remote(cache.export_runs(shard), job) for shard in shards]
         errors: list[str] = []
-        while self.pending:
-            ready, self.pending = ray.wait(self.pending, num_returns=1, timeout=self.poll_seconds)
-            for ref in ready:
-                try:
-                    states, result = ray.get(ref)
-                except Exception as error:  # a task that raised or whose node died
-                    errors.append(f"ray task failed: {type(error).__name__}: {error}")
-                    continue
-                cache.merge_runs(states)
-                if engine_failed(result):
-                    errors.append(f"ray task engine exited with {result['code']}: {result['log']}")
-            tick()
+        with remote_lease(cache, shards) as (owner, shards):
+            self.pending = [task.remote(cache.export_runs(shard), job) for shard in shards]
+            while self.pending:
+                ready, self.pending = ray.wait(
+                    self.pending, num_returns=1, timeout=self.poll_seconds
+                )
+                for ref in ready:
+                    try:
+                        states, result = ray.get(ref)
+                    except Exception as error:  # a task that raised or whose node died
+                        errors.append(f"ray task failed: {type(error).__name__}: {error}")
+                        continue
+                    cache.merge_runs(states, owner)
+                    if engine_failed(result):
+                        errors.append(
+                            f"ray task engine exited with {result['code']}: {result['log']}"
+                        )
+                cache.renew(owner)
+                tick()
         return errors
 
     def stop(self) -> None:

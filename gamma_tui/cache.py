@@ -443,6 +443,14 @@ class Cache:
         with self.transaction() as db:
             _expire_dead_leases(db, time.time())
 
+    def renew(self, owner: str, ttl: float = LEASE_SECONDS) -> None:
+        """Extend every lease `owner` holds by `ttl` from now (a driver whose runs train
+        remotely renews them while it waits)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET lease_expires=? WHERE lease_owner=?", (time.time() + ttl, owner)
+            )
+
     def release(self, owner: str) -> None:
         """Give up every lease held by `owner`; unfinished runs go back to queued."""
         with self.transaction() as db:
@@ -575,14 +583,18 @@ class Cache:
             states.append(RunState(**fields, chunks=chunks, checkpoint=checkpoint, evals=evals))
         return states
 
-    def merge_runs(self, states: Iterable[RunState]) -> list[str]:
+    def merge_runs(
+        self, states: Iterable[RunState], owner: str | None = None, ttl: float = LEASE_SECONDS
+    ) -> list[str]:
         """Take each run's state where it is ahead of ours; returns the run ids updated.
 
         A state is taken when it has more steps done, or as many and a final status where
         ours is not; a run we do not have is added. Progress is never lowered, so merging
         the same states again changes nothing. Runs leased by a live local worker are left
         alone (a later merge takes them). A run a job left 'running' arrives 'queued',
-        without a lease, and resumes from its checkpoint on the next `run`.
+        without a lease, and resumes from its checkpoint on the next `run`. With `owner`,
+        runs that owner leased (a driver whose runs train remotely) are merged too, and
+        stay 'running' under its lease until they end.
         """
         now, taken = time.time(), []
         with self.transaction() as db:
@@ -592,12 +604,16 @@ class Cache:
                     " FROM runs WHERE run_id=?",
                     (state.run_id,),
                 ).fetchone()
-                if row is not None and not _is_ahead(state, row, now):
+                ours = row is not None and owner is not None and row[3] == owner
+                if row is not None and not _is_ahead(state, row, now, ours):
                     continue
                 target = max(state.steps_target, row[2]) if row else state.steps_target
                 status = state.status
                 if status == "running" or (status == "done" and state.steps_done < target):
                     status = "queued"
+                keep = ours and status not in FINAL_STATES  # still training remotely
+                status = "running" if keep else status
+                lease = (owner, now + ttl) if keep else (None, None)
                 values = state.row_values(status, target)
                 if row is None:
                     db.execute(
@@ -609,9 +625,9 @@ class Cache:
                 else:
                     assignments = ", ".join(f"{c}=?" for c in _STATE_COLUMNS[1:])
                     db.execute(
-                        f"UPDATE runs SET {assignments}, lease_owner=NULL, lease_expires=NULL,"
+                        f"UPDATE runs SET {assignments}, lease_owner=?, lease_expires=?,"
                         " updated=? WHERE run_id=?",
-                        (*values[1:], now, state.run_id),
+                        (*values[1:], *lease, now, state.run_id),
                     )
                 db.execute("DELETE FROM curve_chunks WHERE run_id=?", (state.run_id,))
                 db.executemany(
@@ -790,10 +806,12 @@ class RunState:
         return tuple(values)
 
 
-def _is_ahead(state: RunState, row: tuple[Any, ...], now: float) -> bool:
-    """Whether `state` should replace our row (steps_done, status, target, owner, expires)."""
+def _is_ahead(state: RunState, row: tuple[Any, ...], now: float, ours: bool = False) -> bool:
+    """Whether `state` should replace our row (steps_done, status, target, owner, expires);
+    `ours`: the row's lease belongs to the merging driver."""
     steps_done, status, _target, owner, expires = row
-    if owner is not None and status == "running" and (expires or 0.0) >= now:
+    live = owner is not None and status == "running" and (expires or 0.0) >= now
+    if live and not ours:
         return False  # a live local worker holds it: its next commit would undo ours
     if state.steps_done != steps_done:
         return bool(state.steps_done > steps_done)

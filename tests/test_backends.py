@@ -14,6 +14,7 @@ from gamma_tui.backends import (
     RayExecutor,
     SlurmExecutor,
     prepare_job_cache,
+    remote_lease,
     shard_name,
     sync_jobs,
 )
@@ -112,6 +113,35 @@ def test_merge_leaves_runs_leased_by_a_live_local_worker(tmp_path: Path) -> None
         main.release("local-worker")
         assert sync_jobs(main, tmp_path / "jobs") == {str(tmp_path / "jobs" / "job"): 1}
         assert main.runs(run_ids=[run_id])[0].steps_done == 16
+
+
+def test_remote_runs_stay_leased_to_the_driver_until_they_end(tmp_path: Path) -> None:
+    """While shards train remotely, nobody else can claim their runs; merges keep the lease
+    on unfinished runs and drop it on finished ones; the end releases what is left."""
+    with Cache(tmp_path / "main") as main:
+        ids = [spec.run_id for spec in register(main, preset_of(), TEXT)]
+        main.claim(ids[:1], "elsewhere")  # a live local worker holds the first run
+        with remote_lease(main, [ids[:3], ids[3:5]]) as (owner, shards):
+            assert shards == [ids[1:3], ids[3:5]]
+            assert main.claim(ids[1:5], "intruder") == []
+            prepare_job_cache(tmp_path / "jobs" / "job", main.export_runs(ids[1:3]))
+            with Cache(tmp_path / "jobs" / "job") as job:
+                fake_progress(job, ids[1], 16)  # mid-run
+                job.claim([ids[2]], "job")
+                losses = np.ones(40, dtype=np.float32)
+                job.commit(
+                    "job",
+                    [Progress(ids[2], 40, reduce_losses(0, losses, 64), None, "done", 1.0, 1.0)],
+                )
+            sync_jobs(main, tmp_path / "jobs", owner=owner)
+            runs = {r.run_id: r for r in main.runs(run_ids=ids[:5])}
+            assert (runs[ids[1]].status, runs[ids[1]].steps_done) == ("running", 16)
+            assert runs[ids[1]].lease_owner == owner and runs[ids[2]].status == "done"
+            assert runs[ids[2]].lease_owner is None
+            assert main.claim(ids[1:2], "intruder") == []
+        runs = {r.run_id: r for r in main.runs(run_ids=ids[:5])}
+        assert [runs[i].status for i in ids[1:5]] == ["queued", "done", "queued", "queued"]
+        assert runs[ids[0]].lease_owner == "elsewhere"  # never touched
 
 
 def test_shard_folder_name_is_stable() -> None:
