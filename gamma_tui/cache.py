@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS curve_chunks (
 CREATE TABLE IF NOT EXISTS checkpoints (
     run_id TEXT PRIMARY KEY, step INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS evals (
-    run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, accuracy REAL,
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, accuracy REAL,
     PRIMARY KEY (run_id, step)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 """
@@ -165,7 +165,7 @@ class Progress:
     diverged_step: int | None = None
     error: str | None = None
     wall_seconds: float = 0.0
-    evals: list[tuple[int, float, float | None]] = field(default_factory=list)
+    evals: list[tuple[int, float | None, float | None]] = field(default_factory=list)
     """Held-out (step, loss, accuracy or None) measured since the last commit."""
 
 
@@ -322,6 +322,7 @@ class Cache:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)  # idempotent: IF NOT EXISTS
+            _rekey_runs(db)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
@@ -573,7 +574,7 @@ class Cache:
             ).fetchone()
             checkpoint = (int(saved[0]), bytes(saved[1])) if saved else None
             evals = tuple(
-                (int(step), float(loss), accuracy)
+                (int(step), loss, accuracy)
                 for step, loss, accuracy in self._db.execute(
                     "SELECT step, loss, accuracy FROM evals WHERE run_id=? ORDER BY step",
                     (run_id,),
@@ -756,7 +757,7 @@ class Cache:
         return {
             run_id: Evals(
                 np.array([r[0] for r in found], dtype=np.int64),
-                np.array([r[1] for r in found], dtype=np.float64),
+                np.array([np.nan if r[1] is None else r[1] for r in found], dtype=np.float64),
                 np.array([np.nan if r[2] is None else r[2] for r in found], dtype=np.float64),
             )
             for run_id, found in rows.items()
@@ -796,7 +797,7 @@ class RunState:
     wall_seconds: float
     chunks: tuple[tuple[int, int, bytes], ...] = ()
     checkpoint: tuple[int, bytes] | None = None
-    evals: tuple[tuple[int, float, float | None], ...] = ()
+    evals: tuple[tuple[int, float | None, float | None], ...] = ()
 
     def row_values(self, status: str, steps_target: int) -> tuple[Any, ...]:
         """Values for _STATE_COLUMNS, with the merged status and target."""
@@ -816,6 +817,35 @@ def _is_ahead(state: RunState, row: tuple[Any, ...], now: float, ours: bool = Fa
     if state.steps_done != steps_done:
         return bool(state.steps_done > steps_done)
     return state.status in FINAL_STATES and status not in FINAL_STATES
+
+
+def _rekey_runs(db: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: give every run the id and shard key its stored spec has now.
+
+    Since schema 2, keys a run ignores (a CNN's depth, a dataset's input_dim, ...; see
+    config's unused_keys) are left out of run ids, so the same runs get the same id whatever
+    those keys said. A run whose new id another run already has keeps its old id (nothing is
+    merged or lost; it simply is not found by presets any more).
+    """
+    from gamma_tui.config import RunSpec
+
+    rows = db.execute("SELECT run_id, spec_json FROM runs").fetchall()
+    taken = {row[0] for row in rows}
+    for old, spec_json in rows:
+        try:
+            spec = RunSpec.model_validate(json.loads(spec_json))
+        except ValueError:
+            continue  # not a spec this version reads: leave the run as it is
+        new = spec.run_id
+        if new != old and new in taken:
+            new = old
+        db.execute(
+            "UPDATE runs SET run_id=?, shard_key=? WHERE run_id=?", (new, spec.shard_key, old)
+        )
+        if new != old:
+            taken.add(new)
+            for table in ("sweep_runs", "curve_chunks", "checkpoints", "evals"):
+                db.execute(f"UPDATE {table} SET run_id=? WHERE run_id=?", (new, old))
 
 
 def _batches(ids: list[str], size: int = 500) -> list[list[str]]:

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gamma_tui.cache import Cache, CacheError, default_cache_dir
-from gamma_tui.config import PresetError, load_preset
+from gamma_tui.config import PresetError, image_problem, load_preset
 from gamma_tui.datasets import DatasetError
 
 DEFAULT_PRESET = Path("presets/quickstart.toml")
@@ -301,6 +301,9 @@ def _check_dataset(preset: Any) -> None:
 
     data = preset.data
     dataset, _test = open_split(data.kind, data.path, data.test_size, data.test_path)
+    problem = image_problem(preset.network, dataset.info.input_shape)
+    if problem:
+        raise PresetError(f"{preset.name}: {problem}")
     dataset.check_budget(preset.train.steps, preset.train.batch_size, preset.data.offset_batches)
 
 

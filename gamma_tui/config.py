@@ -343,15 +343,17 @@ class Preset(Strict):
         return self
 
     def flops_per_run(self) -> float:
-        """Approximate training FLOPs of one run: 6 x batch x forward multiply-adds per step
-        (gamma_tui.costs); NaN when the input shape is unknown (an .npz that cannot be read)."""
-        from gamma_tui.costs import forward_macs, sample_shape
+        """Approximate FLOPs of one run: 6 x batch x forward multiply-adds per step
+        (gamma_tui.costs), plus a forward pass over the held-out set per evaluation; NaN when
+        the input shape is unknown (an .npz that cannot be read)."""
+        from gamma_tui.costs import evaluations, forward_macs, sample_shape
 
         found = sample_shape(self.data)
         if found is None:
             return math.nan
         macs = forward_macs(self.network, *found)
-        return 6.0 * self.train.batch_size * macs * self.train.steps
+        training = 6.0 * self.train.batch_size * macs * self.train.steps
+        return training + 2.0 * self.data.test_size * macs * evaluations(self.train.steps)
 
     def is_huge(self) -> bool:
         """Whether starting this sweep deserves a confirmation (hours of compute or a huge grid)."""
@@ -392,6 +394,7 @@ class RunSpec(Strict):
         """Runs with equal shard keys share architecture, data stream and dtype: one ensemble."""
         shared = {k: v for k, v in self._identity().items() if k not in ("gamma", "eta", "seed")}
         shared["path"] = self.data.path  # one ensemble reads one copy of the data
+        shared["test_path"] = self.data.test_path
         return _digest({"v": SPEC_VERSION, **shared})
 
     def _identity(self) -> dict[str, Any]:
@@ -412,6 +415,30 @@ def depth_label(network: NetworkConfig) -> int:
     if network.depth_label is not None:
         return network.depth_label
     return DEPTH_LABELS.get(network.kind, network.depth)
+
+
+def image_problem(network: NetworkConfig, shape: tuple[int, ...]) -> str | None:
+    """Why `network` cannot train on samples of `shape` (a dataset's), or None if it can."""
+    kind = network.kind
+    if kind not in IMAGE_MODELS:
+        return None
+    if len(shape) != 3:
+        return (
+            f"network.kind = '{kind}' needs images (C, H, W), but this dataset's samples have "
+            f"shape {shape}; use an MLP or an image dataset"
+        )
+    _, height, width = shape
+    if kind == "cnn" and min(height, width) < 10:
+        return (
+            f"{height}×{width} images are too small for the CNN (two 3×3 convs and 2×2 pools "
+            "need at least 10×10)"
+        )
+    if kind == "vit" and (height % network.patch or width % network.patch):
+        return (
+            f"network.patch = {network.patch} does not divide the {height}×{width} images; "
+            "choose a patch size that divides both"
+        )
+    return None
 
 
 def sweep_depth_label(config: Mapping[str, Any]) -> int:

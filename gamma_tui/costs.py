@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from gamma_tui.cache import is_eval_step
+
 if TYPE_CHECKING:
     from gamma_tui.config import DataConfig, NetworkConfig
 
@@ -59,6 +61,16 @@ def forward_macs(network: NetworkConfig, shape: tuple[int, ...], outputs: int) -
     embed = tokens * channels * network.patch**2 * n
     block = 12 * tokens * n * n + 2 * tokens * tokens * n  # q, k, v, o, 4N MLP; attention
     return float(embed + network.depth * block + n * outputs)
+
+
+def evaluations(steps: int) -> int:
+    """How many held-out evaluations a run of `steps` steps makes: steps 0, 1, 2, 5, 10, ...
+    up to `steps`, and `steps` itself (cache.is_eval_step)."""
+    count, scale = 1, 1
+    while scale <= steps:
+        count += sum(1 for m in (1, 2, 5) if m * scale <= steps)
+        scale *= 10
+    return count + (0 if is_eval_step(steps) else 1)
 
 
 def _resnet18_macs(channels: int, height: int, width: int, n: int, outputs: int) -> float:

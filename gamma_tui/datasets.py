@@ -379,7 +379,14 @@ def open_split(
             f"data.test_size = {test_size:,} but the held-out set has "
             f"{test.info.n_samples:,} samples; lower data.test_size"
         )
-    return dataset, test.take(test_size)
+    held = test.take(test_size)
+    if held[1].size and int(held[1].max()) >= dataset.info.classes:
+        raise DatasetError(
+            f"the held-out set at {test_path} has label {int(held[1].max())}, but the training "
+            f"data has {dataset.info.classes} classes; point data.test_path at the matching "
+            "test set"
+        )
+    return dataset, held
 
 
 @contextmanager

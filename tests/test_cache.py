@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,45 @@ def test_curves_since_reads_only_new_chunks(cache: Cache) -> None:
     assert [r.run_id for r in cache.runs(run_ids=ids[:2])] == sorted(
         ids[:2], key=lambda i: [r.run_id for r in cache.runs()].index(i)
     )
+
+
+def test_version_one_cache_is_rekeyed_to_todays_run_ids(tmp_path: Path) -> None:
+    """Opening a schema-1 cache moves every run (curve, checkpoint, sweep membership) to the id
+    its spec has now, so runs cached before ignored keys left the id are not trained twice."""
+    text = (
+        '[network]\nkind = "chain"\ndepth = 2\n[data]\nkind = "scalar"\n[train]\nbatch_size = 1\n'
+        "steps = 5\n[gamma]\nmin = 1\nmax = 10\n[eta]\nmin = 0.1\nmax = 0.1\n"
+    )
+    specs = expand(parse_preset(text))
+    with Cache(tmp_path / "runs") as cache:
+        cache.register_sweep("toy", text, {}, specs, 5)
+        cache.claim([specs[0].run_id], "w")
+        cache.commit(
+            "w",
+            [
+                Progress(
+                    specs[0].run_id,
+                    5,
+                    reduce_losses(0, np.ones(5, np.float32), 64),
+                    {"p0": np.ones(2)},
+                    "done",
+                    1.0,
+                    1.0,
+                )
+            ],
+        )
+    database = sqlite3.connect(tmp_path / "runs" / "cache.sqlite")
+    with database:  # what a schema-1 cache of the same runs looked like: other ids
+        for index, spec in enumerate(specs):
+            for table in ("runs", "sweep_runs", "curve_chunks", "checkpoints", "evals"):
+                database.execute(
+                    f"UPDATE {table} SET run_id=? WHERE run_id=?", (f"old{index}", spec.run_id)
+                )
+        database.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    database.close()
+    with Cache(tmp_path / "runs") as cache:
+        runs = {r.run_id: r for r in cache.runs("toy")}
+        assert set(runs) == {s.run_id for s in specs}
+        assert runs[specs[0].run_id].status == "done"
+        assert cache.curves([specs[0].run_id])[specs[0].run_id].loss.size == 5
+        assert cache.checkpoint(specs[0].run_id) is not None

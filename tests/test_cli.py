@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import ROOT, SMOKE, tiny_preset_text
 
@@ -210,3 +211,33 @@ def test_dry_run_prints_the_plan_and_writes_nothing(trained: Path, tmp_path: Pat
     assert "32 to train in 2 shard(s)" in plan and "shard 2/2: 16 runs (float32)" in plan
     assert "backend local: 2 worker processes" in plan.splitlines()
     assert json.loads(cli("ls", "--json", cache=fresh).stdout)["sweeps"] == []
+
+
+@pytest.mark.parametrize(
+    ("network", "test", "fragment"),
+    [
+        ('kind = "vit"\npatch = 5', "", "does not divide the 12×12 images"),
+        ('kind = "cnn"', 'test_path = "{bad}"\ntest_size = 10', "has label 7"),
+    ],
+)
+def test_models_and_held_out_sets_that_cannot_work_stop_before_training(
+    tmp_path: Path, network: str, test: str, fragment: str
+) -> None:
+    """One clear line and exit 2, before any worker starts (no run is marked failed)."""
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images.npz"
+    np.savez(
+        images, X=rng.integers(0, 256, (500, 1, 12, 12), dtype=np.uint8), y=rng.integers(0, 3, 500)
+    )
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, X=rng.integers(0, 256, (50, 1, 12, 12), dtype=np.uint8), y=np.full(50, 7))
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        f"[network]\n{network}\nwidth = 4\n[data]\nkind = 'npz'\npath = '{images}'\n"
+        + test.format(bad=bad)
+        + "\n[train]\nbatch_size = 4\nsteps = 5\n[gamma]\nmin = 1\nmax = 1\n"
+        "[eta]\nmin = 0.1\nmax = 0.1\n"
+    )
+    done = cli("run", str(preset), cache=tmp_path / "runs", check=False)
+    assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs" / "logs").exists()  # no worker was started

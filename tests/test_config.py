@@ -114,3 +114,14 @@ def test_keys_a_model_or_dataset_ignores_leave_run_ids_alone() -> None:
     assert run_id("", linear + "\nhidden = 9") == run_id("", linear)
     assert run_id("", 'kind = "teacher_mlp"\nhidden = 9') != run_id("", 'kind = "teacher_mlp"')
     assert run_id("depth_label = 5", linear) == run_id("", linear)
+
+
+def test_work_estimate_counts_training_and_held_out_evaluations() -> None:
+    """6 x batch x forward multiply-adds per step, plus one forward per evaluation step."""
+    text = "[gamma]\nmin = 1\nmax = 1\n[eta]\nmin = 1\nmax = 1\n[train]\nsteps = 1000\n"
+    plain = parse_preset(text)
+    macs = 32 * 128 + 128 * 128 + 128 * 1  # D=32, N=128, L=3, one output
+    assert plain.flops_per_run() == 6 * 32 * macs * 1000
+    held = parse_preset(text + "[data]\ntest_size = 500\n")
+    evaluations = 11  # steps 0, 1, 2, 5, ..., 500, 1000
+    assert held.flops_per_run() - plain.flops_per_run() == 2 * 500 * macs * evaluations

@@ -290,3 +290,42 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path: Path, optimizer: str)
         assert (graphs > 0) == compiled
     for run_id, eager in curves[False].items():
         np.testing.assert_allclose(curves[True][run_id].loss, eager.loss, rtol=1e-4)
+
+
+def test_runs_that_blow_up_between_evaluations_are_diverged_not_failed(tmp_path: Path) -> None:
+    """A held-out loss that is inf or NaN at the divergence step is stored as missing."""
+    text = (
+        "[data]\nkind = 'teacher_classes'\ninput_dim = 8\noutputs = 3\ntest_size = 20\n"
+        "[train]\nbatch_size = 4\nsteps = 30\n[network]\nwidth = 16\n"
+        "[gamma]\nmin = 1\nmax = 1\n[eta]\nmin = 1e3\nmax = 1e30\nper_decade = 0.2\n"
+    )
+    with Cache(tmp_path / "runs") as cache:
+        specs = train(cache, text)
+        runs = cache.runs(run_ids=[s.run_id for s in specs])
+        evals = cache.evals([s.run_id for s in specs])
+    assert {r.status for r in runs} == {"diverged"}
+    assert any(np.isnan(e.loss).any() for e in evals.values())  # the blow-up, kept as missing
+
+
+def test_batchnorm_evaluation_never_sees_a_one_sample_chunk(tmp_path: Path) -> None:
+    """9 held-out samples at batch 2 are cut 5 + 4 (not 8 + 1, which BatchNorm refuses)."""
+    text = preset_text(tmp_path, "resnet18", steps=2, test_size=9).replace(
+        "batch_size = 8", "batch_size = 2"
+    )
+    with Cache(tmp_path / "runs") as cache:
+        specs = train(cache, text)
+        evals = cache.evals([s.run_id for s in specs])
+    assert all(e.steps.tolist() == [0, 1, 2] for e in evals.values()) and len(evals) == 8
+
+
+def test_vit_memory_plan_counts_attention_maps(tmp_path: Path) -> None:
+    from gamma_tui.engine.data import make_stream
+    from gamma_tui.engine.trainer import model_family
+
+    preset = parse_preset(preset_text(tmp_path, "vit"))
+    stream = make_stream(preset.data, 8, "mse", torch.float32, torch.device("cpu"), flatten=False)
+    two = model_family(preset.network, stream)
+    four = model_family(preset.network.model_copy(update={"heads": 4}), stream)
+    tokens = (12 // 4) ** 2
+    difference = four.activation_elements(1) - two.activation_elements(1)
+    assert difference == 1 * (4 - 2) * tokens * tokens * 2  # depth x heads x T² x (logits, weights)

@@ -162,12 +162,7 @@ class ViT(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width = input_shape
-        p, n = network.patch, network.width
-        if height % p or width % p:
-            raise ValueError(
-                f"network.patch = {p} does not divide the {height}×{width} images; "
-                "choose a patch size that divides both"
-            )
+        p, n = network.patch, network.width  # config.image_problem checked that p divides H, W
         self.patch = p
         self.embed = MuLinear(channels * p * p, n, network.bias)
         self.position = nn.Parameter(torch.empty(height // p * (width // p), n))
@@ -177,6 +172,9 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(n)
         self.readout = MuLinear(n, classes, network.bias, readout=True)
+        tokens = height // p * (width // p)
+        self.hidden_activations = network.depth * network.heads * tokens * tokens * 2
+        """Attention logits and weights per sample, which no leaf module outputs."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
@@ -241,7 +239,7 @@ class FunctionalArchitecture:
         finally:
             for hook in hooks:
                 hook.remove()
-        return total // 2
+        return total // 2 + int(getattr(self.module, "hidden_activations", 0))
 
     def activation_elements(self, batch_size: int) -> int:
         """Activations of one member per batch (for memory planning)."""

@@ -29,7 +29,7 @@ from gamma_tui.cache import (
     next_boundary,
     reduce_losses,
 )
-from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label
+from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label, image_problem
 from gamma_tui.engine.convnet import ConvArchitecture
 from gamma_tui.engine.data import FileStream, Stream, TestSet, make_stream
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
@@ -37,8 +37,10 @@ from gamma_tui.engine.optimizers import EnsembleOptimizer, step_sizes
 from gamma_tui.engine.parameterization import Architecture, loss_and_grad
 
 EVAL_CHUNK = 1000
-"""Held-out samples per forward (the reference's test batch); at most 4 training batches, which
-the memory plan already allows for. BatchNorm models normalize each chunk by its statistics."""
+"""Held-out samples per forward at most (the reference's test batch), and at most 4 training
+batches, which the memory plan already allows for. The test set is cut into equal chunks (sizes
+differ by at most one), so BatchNorm models, which normalize each chunk by its statistics, never
+see a tiny remainder."""
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -57,7 +59,7 @@ class Member:
     last_checkpoint: int = 0
     diverged_step: int | None = None
     saved: dict[str, np.ndarray] | None = None
-    evals: list[tuple[int, float, float | None]] = field(default_factory=list)
+    evals: list[tuple[int, float | None, float | None]] = field(default_factory=list)
 
     @property
     def pending_count(self) -> int:
@@ -112,21 +114,13 @@ def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd")
         if not isinstance(stream, FileStream):
             raise ValueError(f"network.kind = '{network.kind}' trains on image datasets only")
         shape = stream.input_shape
-        if len(shape) != 3:
-            raise ValueError(
-                f"network.kind = '{network.kind}' needs images (C, H, W); this dataset's "
-                f"samples have shape {shape}"
-            )
+        problem = image_problem(network, shape)
+        if problem:
+            raise ValueError(problem)
         image = (shape[0], shape[1], shape[2])
         classes = stream.outputs
         if network.kind == "cnn":
-            cnn = ConvArchitecture(image, network.width, classes, network.bias)
-            if min(cnn.feature_shape) < 1:
-                raise ValueError(
-                    f"{image[1]}×{image[2]} images are too small for the CNN (two 3×3 convs "
-                    "and 2×2 pools need at least 10×10)"
-                )
-            return cnn
+            return ConvArchitecture(image, network.width, classes, network.bias)
         if network.kind == "resnet18":
             return FunctionalArchitecture(
                 lambda: ResNet18(image[0], network.width, classes), image, network.width, label
@@ -201,7 +195,12 @@ class ShardTrainer:
             flatten=spec.network.kind not in IMAGE_MODELS,
         )
         self.test: TestSet | None = self.stream.test_set()
-        self.eval_chunk = min(EVAL_CHUNK, 4 * spec.batch_size)
+        if self.test is not None:
+            size = self.test.x.shape[0]
+            chunks = -(-size // min(EVAL_CHUNK, 4 * spec.batch_size))
+            self.test_chunks = [
+                (int(c[0]), int(c[-1]) + 1) for c in torch.arange(size).tensor_split(chunks)
+            ]
         self.arch = model_family(spec.network, self.stream, spec.optimizer)
         per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
         size = max(1, int(memory_budget(self.options.device) // per_member))
@@ -330,7 +329,7 @@ class ShardTrainer:
         if self.test is not None:  # the frozen outputs on the test set, chunk by chunk
             with torch.no_grad():
                 self.test_f0 = torch.cat(
-                    [self.frozen.predict(x) for x in self.test.x.split(self.eval_chunk)], dim=1
+                    [self.frozen.predict(self.test.x[a:b]) for a, b in self.test_chunks], dim=1
                 )
 
     def _centering_select(self, keep: list[int]) -> None:
@@ -383,12 +382,12 @@ class ShardTrainer:
         test = self.test
         assert test is not None
         size = test.x.shape[0]
-        total = torch.zeros(model.size, dtype=torch.float64, device=self.options.device)
+        # sums in the run's dtype: float64 would not exist on Apple MPS
+        total = torch.zeros(model.size, dtype=self.dtype, device=self.options.device)
         correct = torch.zeros_like(total)
         inv_gamma = (1.0 / self.gamma)[:, None, None]
         with torch.no_grad():
-            for first in range(0, size, self.eval_chunk):
-                last = min(first + self.eval_chunk, size)
+            for first, last in self.test_chunks:
                 f0 = self.test_f0[:, first:last].index_select(0, self.seed_index)
                 f = (model.predict(test.x[first:last]) - f0) * inv_gamma
                 total += centered_loss_sum(f, test.target[first:last], self.loss_kind)
@@ -426,7 +425,8 @@ class ShardTrainer:
                 row = active.index(member)
                 if member.diverged_step is None or step <= member.diverged_step:
                     hit = None if hits is None else float(hits[row])
-                    member.evals.append((step, float(values[row]), hit))
+                    value = float(values[row])  # NaN/inf (a diverging run) are stored as NULL
+                    member.evals.append((step, value if np.isfinite(value) else None, hit))
 
     def _commit(
         self, active: list[Member], step: int, final: list[Member], checkpoint: bool = False

@@ -127,10 +127,10 @@ def commit_fake(
     cache.commit(owner, [update], ttl=FOREVER)
 
 
-def _fake_evals(start: int, losses: np.ndarray) -> list[tuple[int, float, float | None]]:
+def _fake_evals(start: int, losses: np.ndarray) -> list[tuple[int, float | None, float | None]]:
     """Held-out values at the evaluation steps: the training loss with a 20% gap, and an
     accuracy that rises as the loss falls."""
-    evals: list[tuple[int, float, float | None]] = []
+    evals: list[tuple[int, float | None, float | None]] = []
     for offset, loss in enumerate(losses):
         if is_eval_step(start + offset) and np.isfinite(loss):
             value = float(loss) * 1.2
