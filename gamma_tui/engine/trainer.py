@@ -418,11 +418,12 @@ class ShardTrainer:
     ) -> None:
         """Append evaluations to `members` (a subset of `active`, the ensemble's rows), up to
         each member's divergence."""
+        rows = {id(member): row for row, member in enumerate(active)}
         for step, loss, accuracy in evals:
             values = loss.cpu().numpy()
             hits = None if accuracy is None else accuracy.cpu().numpy()
             for member in members:
-                row = active.index(member)
+                row = rows[id(member)]
                 if member.diverged_step is None or step <= member.diverged_step:
                     hit = None if hits is None else float(hits[row])
                     value = float(values[row])  # NaN/inf (a diverging run) are stored as NULL
