@@ -193,8 +193,11 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
     text.append(f"t½ {short_number(float(halves.mean())) if halves.size else '–'}")
     steps = sorted({r.steps_done for r in runs})
     target = runs[0].steps_target if runs else 0
-    text.append(f"  steps {'/'.join(str(s) for s in steps)} of {target}")
-    text.append_text(_held_out_text(snapshot, indices, frame.step))
+    held_out = _held_out_text(snapshot, indices, frame.step)
+    done = "/".join(str(s) for s in steps)
+    # with a held-out value the line drops its words, to fit half of an 80-column terminal
+    text.append(f"  {done}/{target}" if held_out else f"  steps {done} of {target}")
+    text.append_text(held_out)
     diverged = [r.diverged_step for r in runs if r.diverged_step is not None]
     if diverged:
         text.append(
