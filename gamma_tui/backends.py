@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -89,13 +88,9 @@ def engine_command(
     cache_dir: Path | str, shards: Sequence[Sequence[str]], job: ShardJob
 ) -> list[str]:
     """The engine worker's command line for `shards` against the cache in `cache_dir`."""
-    command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir)]
-    command += ["--device", job.device, "--threads", str(job.threads)]
-    command += ["--checkpoint-every", str(job.checkpoint_every)]
-    command += ["--compile"] if job.compile_step else []
-    for shard in shards:
-        command += ["--shard", ",".join(shard)]
-    return command
+    return runner.worker_command(
+        cache_dir, shards, job.device, job.threads, job.checkpoint_every, job.compile_step
+    )
 
 
 def run_engine(

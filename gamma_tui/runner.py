@@ -295,22 +295,9 @@ def start_workers(
     pool = WorkerPool()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for index in range(workers):
-        mine = shards[index::workers]
-        command = [
-            sys.executable,
-            "-m",
-            "gamma_tui.engine",
-            "--cache",
-            str(cache_dir),
-            "--device",
-            device,
-            "--threads",
-            str(threads),
-            "--checkpoint-every",
-            str(checkpoint_every),
-        ] + (["--compile"] if compile_step else [])
-        for shard in mine:
-            command += ["--shard", ",".join(shard)]
+        command = worker_command(
+            cache_dir, shards[index::workers], device, threads, checkpoint_every, compile_step
+        )
         log = log_dir / f"worker-{stamp}-{os.getpid()}-{index}.log"
         with log.open("wb") as handle:
             pool.processes.append(
@@ -325,6 +312,24 @@ def start_workers(
             )
         pool.logs.append(log)
     return pool
+
+
+def worker_command(
+    cache_dir: Path | str,
+    shards: Sequence[Sequence[str]],
+    device: str,
+    threads: int,
+    checkpoint_every: int,
+    compile_step: bool,
+) -> list[str]:
+    """The engine worker's command line (`python -m gamma_tui.engine`) for `shards`."""
+    command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir)]
+    command += ["--device", device, "--threads", str(threads)]
+    command += ["--checkpoint-every", str(checkpoint_every)]
+    command += ["--compile"] if compile_step else []
+    for shard in shards:
+        command += ["--shard", ",".join(shard)]
+    return command
 
 
 def worker_environment(device: str, index: int, workers: int) -> dict[str, str]:

@@ -323,6 +323,7 @@ class ShardTrainer:
         self.step_size = torch.tensor(
             step_sizes(self.optimizer_kind, etas, self.arch.width), dtype=self.dtype, device=device
         )
+        self.unit_rate = torch.ones_like(self.step_size)
         seeds = sorted({m.spec.seed for m in members})
         self.frozen = self.arch.ensemble(self._stack([self.arch.init(s) for s in seeds]))
         self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
@@ -337,6 +338,7 @@ class ShardTrainer:
         index = torch.tensor(keep, dtype=torch.long, device=self.options.device)
         self.gamma = self.gamma.index_select(0, index)
         self.step_size = self.step_size.index_select(0, index)
+        self.unit_rate = self.unit_rate.index_select(0, index)
         self.seed_index = self.seed_index.index_select(0, index)
 
     # ---- the training loop ---------------------------------------------------------------
@@ -369,8 +371,8 @@ class ShardTrainer:
         f_mu, pre = model.forward(x)
         with torch.no_grad():  # autograd models: only the members' forward is a graph
             f_mu0 = self.frozen.predict(x).index_select(0, self.seed_index)
-            scaled = self.optimizer is None  # SGD: the step size rides in the output gradient
-            rate = self.step_size if scaled else torch.ones_like(self.step_size)
+            # SGD: the step size rides in the output gradient; other optimizers take it later
+            rate = self.step_size if self.optimizer is None else self.unit_rate
             value, grad = loss_and_grad(f_mu, f_mu0, self.gamma, rate, target, self.loss_kind)
         if self.optimizer is None:
             model.sgd_step(x, pre, grad)
