@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from support import SMOKE
-from test_reliability import load_chaos
+from test_reliability import load_chaos, ulp_kick
 
 from gamma_tui.cache import Cache
 from gamma_tui.config import parse_preset
@@ -68,17 +67,6 @@ def halves(ids: list[str]) -> list[list[str]]:
 
 def alternate(ids: list[str]) -> list[list[str]]:
     return [ids[::2], ids[1::2]]
-
-
-def ulp_kick(arrays: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """Every parameter one float32 ulp up or down (a random sign each), float64 as stored."""
-    rng = np.random.default_rng(seed)
-    kicked = {}
-    for name, values in arrays.items():
-        single = values.astype(np.float32)
-        toward = np.where(rng.random(single.shape) < 0.5, np.inf, -np.inf).astype(np.float32)
-        kicked[name] = np.nextafter(single, toward).astype(values.dtype)
-    return kicked
 
 
 @contextmanager
