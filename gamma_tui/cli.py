@@ -338,16 +338,26 @@ def _detach(
     preset: Path, sets: list[str], store: Cache, workers: int, forwarded: list[str], name: str
 ) -> None:
     """Re-run this command (with `forwarded` options) in its own session and return at once."""
-    from gamma_tui.processes import detach_run
+    from gamma_tui.cache import pid_alive
+    from gamma_tui.processes import DETACH_WAIT_SECONDS, detach_run, driver_registered
 
     arguments = [str(preset), "--cache", str(store.root), "--workers", str(workers), "--yes"]
     arguments += _pairs("--set", sets) + forwarded
+    log = f"{store.root}/logs/driver-{name}.log"
+    err.print(f"starting sweep {name} in the background; waiting until `gamma-tui ps` lists it")
     pid = detach_run(arguments, store.root, name)
-    err.print(
-        f"sweep {name} runs in the background (driver pid {pid}); follow it with "
-        f"`gamma-tui ps`, the app, or {store.root}/logs/driver-{name}.log; "
-        f"stop it with `gamma-tui stop {name}`"
-    )
+    if driver_registered(store.root, name, pid) and pid_alive(pid):
+        err.print(
+            f"sweep {name} runs in the background (driver pid {pid}); follow it with "
+            f"`gamma-tui ps`, the app, or {log}; stop it with `gamma-tui stop {name}`"
+        )
+    elif not pid_alive(pid):
+        err.print(f"sweep {name}: the driver (pid {pid}) finished already; see {log}")
+    else:
+        err.print(
+            f"sweep {name}: the driver (pid {pid}) has not registered after "
+            f"{DETACH_WAIT_SECONDS:.0f} s; it goes on in the background, see {log}"
+        )
 
 
 def _confirm_size(preset: Any, yes: bool) -> None:
