@@ -16,17 +16,17 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from gamma_tui.cache import Cache, CacheError, default_cache_dir
-from gamma_tui.config import PresetError, image_problem, load_preset
-from gamma_tui.datasets import DatasetError
+if TYPE_CHECKING:  # imported where used: --help needs neither numpy nor pydantic
+    from gamma_tui.cache import Cache
 
 DEFAULT_PRESET = Path("presets/quickstart.toml")
 
@@ -81,8 +81,9 @@ def user_errors() -> Iterator[None]:
     """Turn PresetError/CacheError into one red line and exit status 2."""
     try:
         yield
-    except (PresetError, CacheError, DatasetError) as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+    except _user_error_types() as error:  # evaluated only when an exception arrives
+        # escaped: messages hold brackets (pip install -e '.[report]') that are not markup
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except sqlite3.Error as error:  # damaged file, full disk, read-only directory
         err.print(
@@ -94,8 +95,19 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input, not a bug."""
+    from gamma_tui.cache import CacheError
+    from gamma_tui.config import PresetError
+    from gamma_tui.datasets import DatasetError
+
+    return PresetError, CacheError, DatasetError
+
+
 def open_cache(path: Path | None) -> Cache:
     """The cache at `path` or the default location."""
+    from gamma_tui.cache import Cache, default_cache_dir
+
     return Cache(path or default_cache_dir())
 
 
@@ -113,6 +125,7 @@ def main_callback(
     if ctx.invoked_subcommand is not None:
         return
     with user_errors():
+        from gamma_tui.cache import default_cache_dir
         from gamma_tui.ui.app import run_app
 
         run_app(cache_dir=cache or default_cache_dir(), preset=preset, preset_dirs=presets or [])
@@ -172,6 +185,8 @@ def run(
     Where it trains comes from the preset's [backend] table; the options given here win.
     """
     from gamma_tui.backends import executor_for, resolve_backend
+    from gamma_tui.cache import default_cache_dir
+    from gamma_tui.config import load_preset
     from gamma_tui.runner import run_sweep
 
     with user_errors():
@@ -228,6 +243,8 @@ def run(
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:
     """--slurm KEY=VALUE options as a dict; values parse as JSON when they can (60 -> int)."""
+    from gamma_tui.config import PresetError
+
     parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -297,6 +314,7 @@ def _check_dataset(preset: Any) -> None:
     """Open a file dataset and check it holds steps x batch samples, before any worker starts."""
     if not preset.data.from_files:
         return
+    from gamma_tui.config import PresetError, image_problem
     from gamma_tui.datasets import open_split
 
     data = preset.data
@@ -320,20 +338,32 @@ def _detach(
     preset: Path, sets: list[str], store: Cache, workers: int, forwarded: list[str], name: str
 ) -> None:
     """Re-run this command (with `forwarded` options) in its own session and return at once."""
-    from gamma_tui.processes import detach_run
+    from gamma_tui.cache import pid_alive
+    from gamma_tui.processes import DETACH_WAIT_SECONDS, detach_run, driver_registered
 
     arguments = [str(preset), "--cache", str(store.root), "--workers", str(workers), "--yes"]
     arguments += _pairs("--set", sets) + forwarded
+    log = f"{store.root}/logs/driver-{name}.log"
+    err.print(f"starting sweep {name} in the background; waiting until `gamma-tui ps` lists it")
     pid = detach_run(arguments, store.root, name)
-    err.print(
-        f"sweep {name} runs in the background (driver pid {pid}); follow it with "
-        f"`gamma-tui ps`, the app, or {store.root}/logs/driver-{name}.log; "
-        f"stop it with `gamma-tui stop {name}`"
-    )
+    if driver_registered(store.root, name, pid) and pid_alive(pid):
+        err.print(
+            f"sweep {name} runs in the background (driver pid {pid}); follow it with "
+            f"`gamma-tui ps`, the app, or {log}; stop it with `gamma-tui stop {name}`"
+        )
+    elif not pid_alive(pid):
+        err.print(f"sweep {name}: the driver (pid {pid}) finished already; see {log}")
+    else:
+        err.print(
+            f"sweep {name}: the driver (pid {pid}) has not registered after "
+            f"{DETACH_WAIT_SECONDS:.0f} s; it goes on in the background, see {log}"
+        )
 
 
 def _confirm_size(preset: Any, yes: bool) -> None:
     """Ask before a huge sweep (or refuse without a terminal), showing an estimate."""
+    from gamma_tui.config import PresetError
+
     if yes or not preset.is_huge():
         return
     flops = preset.flops_per_run() * preset.run_count()
@@ -586,6 +616,8 @@ def report(
     window: WindowOption = None,
 ) -> None:
     """Write the paper's figures (PNG and SVG) and a markdown summary of SWEEP to a directory."""
+    from gamma_tui.config import PresetError
+
     with user_errors():
         try:
             from gamma_tui.figures import write_report
@@ -609,6 +641,7 @@ def export(
     cache: CacheOption = None,
 ) -> None:
     """Write every run of SWEEP with its loss curve to a CSV or JSON file."""
+    from gamma_tui.config import PresetError
     from gamma_tui.results import load_run_curves
 
     with user_errors():

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gamma_tui.cache import Cache, pid_alive
+from gamma_tui.cache import Cache, CacheError, pid_alive
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,31 @@ def stop_sweep(cache: Cache, sweep: str) -> list[SweepProcess]:
     return signalled
 
 
-def detach_run(arguments: list[str], cache_root: Path, sweep: str) -> int:
+DETACH_WAIT_SECONDS = 60.0
+"""How long `run --detach` waits for its driver to register (it takes a second or two)."""
+
+
+def driver_registered(cache_root: Path, sweep: str, pid: int) -> bool:
+    """Whether the driver record of `sweep` names the process `pid` (so `ps` lists it)."""
+    try:
+        return json.loads(_record_path(cache_root, sweep).read_text()).get("pid") == pid
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def detach_run(
+    arguments: list[str], cache_root: Path, sweep: str, wait: float = DETACH_WAIT_SECONDS
+) -> int:
     """Start `gamma-tui run ARGUMENTS` in its own session, immune to the terminal closing.
 
-    Returns the driver's pid; its output goes to CACHE/logs/driver-SWEEP.log.
+    Returns the driver's pid once its record exists (`ps` shows the sweep from then on), once
+    it exited with status 0 (nothing to train, or done already), or after `wait` seconds,
+    whichever comes first; its output goes to CACHE/logs/driver-SWEEP.log. A driver that
+    fails before registering raises CacheError with the end of that log.
     """
     log = cache_root / "logs" / f"driver-{sweep}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "gamma_tui", "run", *arguments, "--quiet"],
@@ -117,4 +135,21 @@ def detach_run(arguments: list[str], cache_root: Path, sweep: str) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    deadline = time.monotonic() + wait
+    while not driver_registered(cache_root, sweep, process.pid):
+        code = process.poll()
+        if code is not None:
+            if code == 0:
+                break
+            with log.open("rb") as handle:
+                handle.seek(start)
+                tail = handle.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise CacheError(
+                f"the detached driver exited with status {code} before it started: "
+                + " / ".join(tail)
+                + f" (see {log})"
+            )
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     return process.pid

@@ -25,6 +25,7 @@ def test_detach_ps_stop_then_resume(tmp_path: Path) -> None:
     cache = tmp_path / "runs"
     started = cli("run", str(SMOKE), "--set", "train.steps=3000", "--detach", cache=cache)
     assert "runs in the background" in started.stderr
+    assert "driver" in {p["role"] for p in processes(cache)}  # at once: --detach waited for it
     wait_for(lambda: {p["role"] for p in processes(cache)} == {"driver", "worker"})
     wait_for(lambda: any(r["steps_done"] > 0 for r in runs_of(cache)))
     stopped = cli("stop", "smoke", cache=cache)

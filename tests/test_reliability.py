@@ -29,6 +29,7 @@ from support import ROOT, SMOKE, tiny_preset_text
 from gamma_tui import runner
 from gamma_tui.cache import Cache, CacheError, Progress
 from gamma_tui.config import expand, parse_preset
+from gamma_tui.engine.parameterization import Architecture, init_weights
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.runner import register
 
@@ -98,6 +99,18 @@ def load_chaos():
     return module
 
 
+def ulp_kick(arrays: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Every parameter one float32 ulp up or down (a random sign each), float64 as stored:
+    the size of the difference a kernel that rounds otherwise makes in one step."""
+    rng = np.random.default_rng(seed)
+    kicked = {}
+    for name, values in arrays.items():
+        single = values.astype(np.float32)
+        toward = np.where(rng.random(single.shape) < 0.5, np.inf, -np.inf).astype(np.float32)
+        kicked[name] = np.nextafter(single, toward).astype(values.dtype)
+    return kicked
+
+
 def can_mount() -> bool:
     """Whether this process may mount a tmpfs (root with CAP_SYS_ADMIN)."""
     return os.geteuid() == 0 and sys.platform == "linux"
@@ -133,11 +146,14 @@ class Tmpfs:
 
 
 @pytest.mark.slow
-def test_chaos_twenty_kills_lose_nothing_and_match_bitwise(tmp_path: Path) -> None:
-    """bench/chaos.py: >= 20 SIGKILLs of workers/drivers, rerun, compare with an unbroken run.
+def test_chaos_twenty_kills_lose_nothing_and_stay_within_rounding(tmp_path: Path) -> None:
+    """bench/chaos.py: >= 20 SIGKILLs of workers/drivers, rerun, compare with unbroken runs.
 
     Two workers per round, so resumed shards are split and regrouped in new ways, down to
-    one-member ensembles (see test_single_member_ensemble_matches_the_grid_bitwise).
+    one-member ensembles. Exact: no run lost, no step lost or repeated, the same steps and
+    checkpoint steps. Curves and checkpoints: within the noise floor of composition (a
+    second uninterrupted run on one worker) or TOLERANCE (bench/chaos.py `compare`, which
+    tests/test_resume_faults.py shows failing for each kind of wrong resume).
     """
     chaos = load_chaos()
     report = chaos.chaos(
@@ -151,11 +167,13 @@ def test_chaos_twenty_kills_lose_nothing_and_match_bitwise(tmp_path: Path) -> No
         log=sys.stdout,
     )
     print(report.summary())
+    found = report.comparison
+    assert found is not None, report.summary()
     assert report.worker_kills >= 20, report.summary()
     assert report.kills_mid_training >= 5, report.summary()
     assert report.runs == report.expected_runs == 32, report.summary()
     assert report.lost == 0 and report.duplicated == 0, report.summary()
-    assert report.mismatches == 0 and report.checkpoint_mismatches == 0, report.summary()
+    assert found.mismatches == 0 and found.deviations == 0, report.summary()
     assert report.integrity == "ok" and report.final_exit == 0, report.summary()
     assert not report.rerun_trained and report.lock_errors == report.log_tracebacks == 0
     assert report.ok, report.summary()
@@ -223,27 +241,75 @@ def test_a_commit_that_dies_half_way_leaves_the_old_state(tmp_path: Path) -> Non
         assert store.checkpoint(run_id) is None and store.curves([run_id]) == {}
 
 
-def test_single_member_ensemble_matches_the_grid_bitwise(tmp_path: Path) -> None:
-    """Resuming a run alone (after a crash, or split off by make_shards) must not change it.
+GRID_STEPS = 60
+"""Steps of the γ = 10 grid below: before chaotic amplification (a one-ulp change of the
+init stays below 1e-5 relative over the first 100 steps of every smoke run)."""
 
-    Smoke sizes matter: torch.bmm takes BLAS (and the batch-of-one special case) only above
-    400 multiply-adds per output block (batch 16 x width 32 x 1 output here).
+
+def gamma_ten(tmp_path: Path, name: str, members: list | None = None, kick: bool = False) -> dict:
+    """Train smoke's γ = 10 runs (or `members`) as one ensemble in a fresh cache; their curves.
+
+    `kick`: every initial weight one float32 ulp up or down, through a step-0 checkpoint.
     """
     text = SMOKE.read_text()
-    preset = parse_preset(text, overrides=["train.steps=60"])
+    preset = parse_preset(text, overrides=[f"train.steps={GRID_STEPS}"])
+    specs = members or [s for s in expand(preset) if s.gamma == 10.0]
+
+    def kicked_init(self: Cache, run_id: str):  # type: ignore[no-untyped-def]
+        spec = next(s for s in specs if s.run_id == run_id)
+        arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
+        init = {f"p{i}": p.numpy() for i, p in enumerate(init_weights(arch, spec.seed))}
+        return 0, ulp_kick(init, seed=spec.seed)
+
+    with Cache(tmp_path / name) as store, pytest.MonkeyPatch.context() as patch:
+        store.register_sweep(name, text, {}, specs, GRID_STEPS)
+        if kick:
+            patch.setattr(Cache, "checkpoint", kicked_init)
+        ShardTrainer(store, name, CPU).train([s.run_id for s in specs])
+    with Cache(tmp_path / name) as store:
+        return {k: c.loss for k, c in store.curves().items()}
+
+
+def test_identical_compositions_train_bitwise_alike(tmp_path: Path) -> None:
+    """A grid trained twice, and a run trained alone twice: identical shapes, identical bits."""
+    first, second = gamma_ten(tmp_path, "grid-1"), gamma_ten(tmp_path, "grid-2")
+    assert first.keys() == second.keys() and len(first) == 8
+    for run_id in first:
+        assert first[run_id].tobytes() == second[run_id].tobytes(), run_id
+    spec = parse_preset(SMOKE.read_text(), overrides=[f"train.steps={GRID_STEPS}"])
+    one = [s for s in expand(spec) if s.gamma == 10.0][3]
+    alone = [gamma_ten(tmp_path, f"alone-{i}", [one])[one.run_id] for i in (1, 2)]
+    assert alone[0].tobytes() == alone[1].tobytes()
+
+
+def test_a_member_alone_matches_the_grid_to_float32_rounding(tmp_path: Path) -> None:
+    """Resuming a run alone (after a crash, or split off by make_shards) moves it by rounding.
+
+    BLAS kernels depend on shapes and CPUs (the first layer's GEMM has E·N columns), so a
+    member alone and inside the grid may round differently (bitwise on the development
+    machine, not on a Xeon with AMX). The bound is the chaos check's allowance: TOLERANCE,
+    or 10x the deviation a one-ulp kick of every initial weight produces in that run, which
+    is far below what a wrong η does (checked at the end against the neighbouring η's curve).
+    """
+    chaos = load_chaos()
+    grid = gamma_ten(tmp_path, "grid")
+    preset = parse_preset(SMOKE.read_text(), overrides=[f"train.steps={GRID_STEPS}"])
     specs = [s for s in expand(preset) if s.gamma == 10.0]
-    with Cache(tmp_path / "grid") as store:
-        store.register_sweep("grid", text, {}, specs, 60)
-        ShardTrainer(store, "grid", CPU).train([s.run_id for s in specs])
-    grid = curves(tmp_path / "grid")
-    mismatched = []
+    largest = 0.0
     for spec in specs:
-        with Cache(tmp_path / spec.run_id) as store:
-            store.register_sweep("one", text, {}, [spec], 60)
-            ShardTrainer(store, "alone", CPU).train([spec.run_id])
-        if curves(tmp_path / spec.run_id)[spec.run_id] != grid[spec.run_id]:
-            mismatched.append((spec.eta, spec.seed))
-    assert not mismatched
+        alone = gamma_ten(tmp_path, spec.run_id, [spec])[spec.run_id]
+        kicked = gamma_ten(tmp_path, f"kicked-{spec.run_id}", [spec], kick=True)[spec.run_id]
+        floor = chaos.relative_deviation(kicked, alone)
+        deviation = chaos.relative_deviation(alone, grid[spec.run_id])
+        allowed = chaos.allowance(floor, len(deviation))
+        assert np.all(deviation <= allowed), (spec.eta, spec.seed, deviation.max())
+        assert 0 < floor.max() < chaos.TOLERANCE / 10  # a real kick, rounding-sized
+        largest = max(largest, float(deviation.max()))
+    for spec, other in zip(specs[:-2], specs[2:], strict=True):  # the next η, same seed
+        assert spec.seed == other.seed and spec.eta != other.eta
+        wrong = chaos.relative_deviation(grid[other.run_id], grid[spec.run_id])
+        assert np.any(wrong > chaos.allowance(np.zeros(1), len(wrong))), (spec.eta, other.eta)
+    print(f"largest deviation alone vs grid: {largest:.2e}")
 
 
 def test_reduced_curve_does_not_depend_on_commit_cadence(tmp_path: Path) -> None:
