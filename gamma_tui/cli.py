@@ -578,6 +578,26 @@ def fit(
 
 
 @app.command()
+def compare(
+    sweeps: Annotated[
+        list[str], typer.Argument(help="Two or more sweep names from `ls`, or preset paths.")
+    ],
+    cache: CacheOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    step: StepOption = None,
+    window: WindowOption = None,
+) -> None:
+    """Compare sweeps: slopes of η* and η_div, crossover, best loss per γ, cell differences."""
+    from gamma_tui.compare import compare_summary, compare_sweeps, compare_text
+
+    with user_errors():
+        store = open_cache(cache)
+        names = [_resolve(store, sweep) for sweep in sweeps]
+        summary = compare_summary(compare_sweeps(store, names, step=step, window=window))
+        out.print(json.dumps(summary, indent=1) if as_json else compare_text(summary))
+
+
+@app.command()
 def report(
     sweep: SweepArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
