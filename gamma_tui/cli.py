@@ -285,6 +285,16 @@ def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
             else ""
         )
     )
+    if preset.refine is not None:
+        from gamma_tui.refine import estimate
+
+        most, cap = estimate(preset)
+        out.print(
+            f"refinement (eta_precision {preset.refine.eta_precision:g} decades): up to "
+            f"{most:,} more runs in rounds after the grid (max_runs {cap:,} caps the sweep), "
+            "around each γ's η* and inside each η_div bracket"
+            + ("; a γ column at the lazy/rich crossover" if preset.refine.gamma else "")
+        )
     out.print(describe_backend(settings, store.root))
     for index, shard in enumerate(found.shards, start=1):
         out.print(
