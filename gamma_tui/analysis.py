@@ -44,6 +44,9 @@ _T95 = (
 )  # fmt: skip
 # A run whose last record is this close to a budget counts as having reached it (window centres).
 _END_TOLERANCE = 0.05
+# The minimum lies somewhere between the best cell's neighbours: a uniform spread over a gap
+# of width s has standard deviation s/sqrt(12) (conservative once the parabola refines it).
+_SPACING_STD = 1.0 / math.sqrt(12.0)
 _COLLAPSE_GRID_POINTS = 64
 
 
@@ -247,6 +250,11 @@ class EtaPoint:
     log10_eta_err: float  # standard error (eta*) or half bracket (eta_div, budget) in decades
     at_edge: bool  # the grid does not bracket the value: only a bound
     ok: bool  # there was data to locate it
+    # Decades to the farther of the η values this γ has on either side (NaN: no neighbours).
+    log10_spacing: float = math.nan
+    # Half-width in decades the value is known to: for η* the seed spread combined with the
+    # local spacing, for η_div and the budget edge the half bracket. Fits weight by it.
+    log10_interval: float = math.nan
 
 
 def eta_star(grid: LossGrid, n_boot: int = 200, rng_seed: int = 0) -> list[EtaPoint]:
@@ -255,6 +263,7 @@ def eta_star(grid: LossGrid, n_boot: int = 200, rng_seed: int = 0) -> list[EtaPo
     log_loss, blocked = _log_seed_mean(grid.loss, grid.diverged, axis=0)
     x_star, at_edge, ok = _refined_argmin(log_loss, log10_etas, blocked)
     errors = _bootstrap_errors(grid, log10_etas, n_boot, rng_seed)
+    spacing = _argmin_spacing(log_loss, log10_etas, blocked)
     return [
         EtaPoint(
             gamma=float(grid.gammas[g]),
@@ -262,9 +271,32 @@ def eta_star(grid: LossGrid, n_boot: int = 200, rng_seed: int = 0) -> list[EtaPo
             log10_eta_err=float(errors[g]) if ok[g] else math.nan,
             at_edge=bool(at_edge[g]),
             ok=bool(ok[g]),
+            log10_spacing=float(spacing[g]),
+            log10_interval=float(math.hypot(errors[g], spacing[g] * _SPACING_STD))
+            if ok[g] and math.isfinite(spacing[g])
+            else math.nan,
         )
         for g in range(grid.gammas.size)
     ]
+
+
+def _argmin_spacing(log_loss: np.ndarray, x: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+    """Per row, decades from the lowest-loss column to the farther of its present neighbours.
+
+    Present columns are the ones the row has data for, so refined rows (irregular η) report
+    their own local spacing. NaN where the row has no finite value or no neighbour at all.
+    """
+    spacing = np.full(log_loss.shape[0], np.nan)
+    for r in range(log_loss.shape[0]):
+        present = np.flatnonzero(np.isfinite(log_loss[r]) | blocked[r])
+        values = log_loss[r, present]
+        finite = np.isfinite(values)
+        if not finite.any() or present.size < 2:
+            continue
+        i = int(np.argmin(np.where(finite, values, np.inf)))
+        gaps = [x[present[j]] - x[present[j - 1]] for j in (i, i + 1) if 0 < j < present.size]
+        spacing[r] = float(max(gaps))
+    return spacing
 
 
 def _refined_argmin(
@@ -350,8 +382,11 @@ def eta_div(grid: LossGrid) -> list[EtaPoint]:
         if above.size == 0:  # nothing diverged above: the edge lies beyond, eta is a lower bound
             points.append(EtaPoint(gamma, float(grid.etas[top]), 0.0, at_edge=True, ok=False))
             continue
-        half_bracket = 0.5 * (log10_etas[top + 1 + int(above[0])] - log10_etas[top])
-        points.append(EtaPoint(gamma, float(grid.etas[top]), float(half_bracket), False, True))
+        # the nearest diverged η THIS γ has above its top stable one (η may be irregular)
+        gap = float(log10_etas[top + 1 + int(above[0])] - log10_etas[top])
+        points.append(
+            EtaPoint(gamma, float(grid.etas[top]), 0.5 * gap, False, True, gap, 0.5 * gap)
+        )
     return points
 
 
@@ -503,9 +538,16 @@ def fit_regimes(
 
 
 def _fit_eta_points(points: list[EtaPoint]) -> PowerFit | None:
-    """Power-law fit of eta against gamma, weighted by the points' errors."""
+    """Power-law fit of eta against gamma, weighted by the points' intervals.
+
+    The interval (seed spread and local spacing) rather than the seed spread alone: on an
+    irregular η grid a coarse γ must not outweigh a refined one because its seeds agree.
+    """
     gammas = [p.gamma for p in points]
-    return fit_power_law(gammas, [p.eta for p in points], [p.log10_eta_err for p in points])
+    errors = [
+        p.log10_interval if math.isfinite(p.log10_interval) else p.log10_eta_err for p in points
+    ]
+    return fit_power_law(gammas, [p.eta for p in points], errors)
 
 
 def _crossover(lazy: PowerFit | None, rich: PowerFit | None) -> float | None:
@@ -641,8 +683,9 @@ def _lowest_leaving(
         h = int(leaving[0])
         below = np.flatnonzero(cell_data[g, :h])  # the nearest smaller η THIS γ has data for
         bracketed = below.size > 0
-        half = 0.5 * (log10_etas[h] - log10_etas[int(below[-1])]) if bracketed else 0.0
-        points.append(EtaPoint(gamma, float(etas[h]), float(half), not bracketed, True))
+        gap = float(log10_etas[h] - log10_etas[int(below[-1])]) if bracketed else math.nan
+        half = 0.5 * gap if bracketed else 0.0
+        points.append(EtaPoint(gamma, float(etas[h]), half, not bracketed, True, gap, half))
     return points
 
 

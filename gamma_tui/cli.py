@@ -302,6 +302,16 @@ def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
             else ""
         )
     )
+    if preset.refine is not None:
+        from gamma_tui.refine import estimate
+
+        most, cap = estimate(preset)
+        out.print(
+            f"refinement (eta_precision {preset.refine.eta_precision:g} decades): up to "
+            f"{most:,} more runs in rounds after the grid (max_runs {cap:,} caps the sweep), "
+            "around each γ's η* and inside each η_div bracket"
+            + ("; a γ column at the lazy/rich crossover" if preset.refine.gamma else "")
+        )
     out.print(describe_backend(settings, store.root))
     for index, shard in enumerate(found.shards, start=1):
         out.print(
@@ -605,6 +615,26 @@ def fit(
         store = open_cache(cache)
         summary = fit_summary(store, _resolve(store, sweep), step=step, window=window)
         out.print(json.dumps(summary, indent=1) if as_json else fit_text(summary))
+
+
+@app.command()
+def compare(
+    sweeps: Annotated[
+        list[str], typer.Argument(help="Two or more sweep names from `ls`, or preset paths.")
+    ],
+    cache: CacheOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    step: StepOption = None,
+    window: WindowOption = None,
+) -> None:
+    """Compare sweeps: slopes of η* and η_div, crossover, best loss per γ, cell differences."""
+    from gamma_tui.compare import compare_summary, compare_sweeps, compare_text
+
+    with user_errors():
+        store = open_cache(cache)
+        names = [_resolve(store, sweep) for sweep in sweeps]
+        summary = compare_summary(compare_sweeps(store, names, step=step, window=window))
+        out.print(json.dumps(summary, indent=1) if as_json else compare_text(summary))
 
 
 @app.command()

@@ -228,6 +228,21 @@ class CutoffConfig(Strict):
     decades: float | None = Field(None, gt=0)
 
 
+class RefineConfig(Strict):
+    """Adaptive refinement: after the grid, rounds of extra η (and γ) where the answer is decided.
+
+    Each round adds η values between existing neighbours around every γ's η* until its interval
+    (seed spread with the local spacing) is within `eta_precision` decades or the seed spread
+    alone exceeds it, and bisects the bracket of η_div until its half-width is within it. With
+    `gamma`, a γ column is added where the lazy and rich fits of η* cross. `max_runs` caps the
+    sweep's runs, grid included. Added runs are ordinary runs with their own ids.
+    """
+
+    eta_precision: float = Field(0.05, gt=0, le=10)
+    max_runs: int = Field(400, ge=1, le=MAX_GRID_RUNS)
+    gamma: bool = False
+
+
 class AnalysisConfig(Strict):
     """How `fit`, `report` and the app rank η: the loss averaged over [T·(1-window), T]."""
 
@@ -293,6 +308,7 @@ class Preset(Strict):
     cutoff: CutoffConfig = CutoffConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     backend: BackendConfig = BackendConfig()
+    refine: RefineConfig | None = None
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -491,26 +507,29 @@ def resolve_dtype(preset: Preset, gamma: float) -> Literal["float32", "float64"]
 
 def expand(preset: Preset) -> list[RunSpec]:
     """One RunSpec per (γ, η, seed) of the preset's grid, γ-major, η descending, then seed."""
-    specs = []
-    for gamma in preset.gamma.values():
-        for eta in sorted(eta_values(preset, gamma), reverse=True):
-            for seed in preset.seeds:
-                specs.append(
-                    RunSpec(
-                        network=preset.network,
-                        data=preset.data,
-                        batch_size=preset.train.batch_size,
-                        loss=preset.train.loss,
-                        optimizer=preset.train.optimizer,
-                        dtype=resolve_dtype(preset, gamma),
-                        divergence_factor=preset.train.divergence_factor,
-                        curve_cap=preset.train.curve_cap,
-                        gamma=gamma,
-                        eta=eta,
-                        seed=seed,
-                    )
-                )
-    return specs
+    return [
+        run_spec(preset, gamma, eta, seed)
+        for gamma in preset.gamma.values()
+        for eta in sorted(eta_values(preset, gamma), reverse=True)
+        for seed in preset.seeds
+    ]
+
+
+def run_spec(preset: Preset, gamma: float, eta: float, seed: int) -> RunSpec:
+    """The RunSpec of one (γ, η, seed) with the preset's settings (grid point or refinement)."""
+    return RunSpec(
+        network=preset.network,
+        data=preset.data,
+        batch_size=preset.train.batch_size,
+        loss=preset.train.loss,
+        optimizer=preset.train.optimizer,
+        dtype=resolve_dtype(preset, gamma),
+        divergence_factor=preset.train.divergence_factor,
+        curve_cap=preset.train.curve_cap,
+        gamma=gamma,
+        eta=eta,
+        seed=seed,
+    )
 
 
 def load_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Preset:
@@ -609,6 +628,20 @@ def _safe_name(stem: str) -> str:
     """A valid preset name derived from a file stem."""
     cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).lstrip("._-")
     return (cleaned or "preset")[:64]
+
+
+def round_grid_value(value: float) -> float:
+    """A γ or η rounded as grid values are, so equal points of different sweeps share runs."""
+    return _round(value)
+
+
+def eta_scale(preset: Preset, gamma: float) -> float:
+    """The factor γ^p of a relative η grid at γ (1 for an absolute grid): η = c · eta_scale."""
+    if preset.eta.scale == "absolute":
+        return 1.0
+    return gamma ** predicted_eta_exponent(
+        gamma, depth_label(preset.network), preset.train.optimizer
+    )
 
 
 def _round(value: float) -> float:

@@ -26,17 +26,22 @@ def load_run_curves(cache: Cache, sweep: str) -> tuple[list[RunInfo], list[RunCu
     """The sweep's runs and their curves, truncated to the sweep's target steps."""
     info = cache.sweep(sweep)
     runs = cache.runs(sweep)
+    return runs, run_curves(cache, runs, info.steps)
+
+
+def run_curves(cache: Cache, runs: list[RunInfo], steps_target: int) -> list[RunCurve]:
+    """The runs' curves as analysis inputs, truncated to `steps_target`."""
     curves = cache.curves([r.run_id for r in runs])
     loaded = []
     for run in runs:
         curve = curves.get(run.run_id)
         steps = curve.steps if curve else np.zeros(0)
         loss = curve.loss if curve else np.zeros(0, dtype=np.float32)
-        keep = steps < info.steps
+        keep = steps < steps_target
         state = "running" if run.state == "interrupted" else run.state
         loaded.append(
             RunCurve(
                 run.gamma, run.eta, run.seed, state, run.diverged_step, steps[keep], loss[keep]
             )
         )
-    return runs, loaded
+    return loaded

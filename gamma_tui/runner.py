@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
-from gamma_tui.config import Preset, RunSpec, expand
+from gamma_tui.config import Preset, RunSpec, expand, run_spec
 from gamma_tui.processes import register_driver, unregister_driver
 
 if TYPE_CHECKING:
@@ -143,6 +143,40 @@ def register(
         preset_path,
     )
     return specs
+
+
+def refine_round(
+    cache: Cache,
+    preset: Preset,
+    preset_text: str,
+    preset_path: str | None,
+    run_ids: Sequence[str],
+) -> list[str]:
+    """Add the next [refine] round's runs to the sweep; returns their ids (none: done).
+
+    The sweep is registered again with its runs so far and the new ones, which makes them
+    ordinary cached runs of the sweep; runs the cache already has are reused, not retrained.
+    """
+    if preset.refine is None:
+        return []
+    from gamma_tui.refine import propose, round_specs
+    from gamma_tui.results import run_curves
+
+    runs = cache.runs(run_ids=run_ids)
+    proposal = propose(preset, run_curves(cache, runs, preset.train.steps))
+    added = round_specs(preset, proposal, preset.refine.max_runs - len(run_ids))
+    if not added:
+        return []
+    known = [run_spec(preset, r.gamma, r.eta, r.seed) for r in runs]
+    cache.register_sweep(
+        preset.name,
+        preset_text,
+        preset.model_dump(mode="json"),
+        known + added,
+        preset.train.steps,
+        preset_path,
+    )
+    return [spec.run_id for spec in added]
 
 
 def cutoff_round(
@@ -438,7 +472,11 @@ def run_sweep(
             cache.expire_dead_leases()  # a killed worker's runs are free at once, not after TTL
             todo = cutoff_round(cache, preset, ids)
             if not todo:
-                break
+                added = refine_round(cache, preset, preset_text, preset_path, ids)
+                if not added:
+                    break
+                ids += added
+                continue
             free = [r for r in todo if r.lease_owner is None or r.state == "interrupted"]
             if not free:  # another live process trains these: watch until it is done
                 shards = []
