@@ -201,6 +201,11 @@ class EnsembleMLP:
         self.params = [torch.cat([a, b]) for a, b in zip(self.params, other.params, strict=True)]
 
 
+def centered_output(f_mu: torch.Tensor, f_mu0: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """f = (f_mu - f_mu0)/γ (E, B, C) for per-member γ (E,)."""
+    return (f_mu - f_mu0) * (1.0 / gamma)[:, None, None]
+
+
 def loss_and_grad(
     f_mu: torch.Tensor,
     f_mu0: torch.Tensor,
@@ -216,7 +221,7 @@ def loss_and_grad(
     """
     members, batch, outputs = f_mu.shape
     inv_gamma = (1.0 / gamma)[:, None, None]
-    f = (f_mu - f_mu0) * inv_gamma
+    f = (f_mu - f_mu0) * inv_gamma  # centered_output, with 1/γ kept for the gradient
     if loss == "mse":
         residual = f - target
         value = residual.square().mean(dim=(1, 2))
@@ -231,6 +236,17 @@ def loss_and_grad(
         )
         grad = grad * (1.0 / batch)
     return value, grad * (inv_gamma * step_size[:, None, None])
+
+
+def held_out_loss_sum(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """The loss of `loss_and_grad` summed over samples instead of averaged, for f (E, T, C)
+    evaluated in chunks: per-member (E,) sums of the MSE averaged over outputs, or of the
+    cross-entropy; divided by T it is the mean the training loss reports."""
+    if loss == "mse":
+        return (f - target).square().mean(dim=2).sum(dim=1)
+    log_probs = torch.log_softmax(f, dim=2)
+    classes = target.view(1, -1, 1).expand(f.shape[0], -1, 1)
+    return -log_probs.gather(2, classes).sum(dim=(1, 2))
 
 
 def _use_onednn(x: torch.Tensor) -> bool:

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,17 +29,12 @@ from gamma_tui.cache import (
     reduce_losses,
 )
 from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label, image_problem
+from gamma_tui.engine.centering import CenteredEnsemble, HeldOut, Newcomers
 from gamma_tui.engine.convnet import ConvArchitecture
-from gamma_tui.engine.data import FileStream, Stream, TestSet, make_stream
+from gamma_tui.engine.data import FileStream, Stream, make_stream
+from gamma_tui.engine.family import Family
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
-from gamma_tui.engine.optimizers import EnsembleOptimizer, step_sizes
-from gamma_tui.engine.parameterization import Architecture, loss_and_grad
-
-EVAL_CHUNK = 1000
-"""Held-out samples per forward at most (the reference's test batch), and at most 4 training
-batches, which the memory plan already allows for. The test set is cut into equal chunks (sizes
-differ by at most one), so BatchNorm models, which normalize each chunk by its statistics, never
-see a tiny remainder."""
+from gamma_tui.engine.parameterization import Architecture
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -97,10 +91,6 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     return torch.device(name)
-
-
-Family = Architecture | ConvArchitecture | FunctionalArchitecture
-"""A model family: shapes, initialisation and the ensemble class of one network kind."""
 
 
 def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd") -> Family:
@@ -162,18 +152,47 @@ def memory_budget(device: torch.device) -> float:
     return min(0.25 * ram, 8 * 2**30)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """What every ensemble of one shard shares: family, data, dtype, optimizer and loss."""
+
+    family: Family
+    stream: Stream
+    held_out: HeldOut | None
+    dtype: torch.dtype
+    optimizer: str
+    loss: str
+
+    @classmethod
+    def of(cls, spec: RunSpec, device: torch.device) -> Shard:
+        """The shard of runs like `spec` on `device`."""
+        dtype = DTYPES[spec.dtype]
+        stream = make_stream(
+            spec.data,
+            spec.batch_size,
+            spec.loss,
+            dtype,
+            device,
+            flatten=spec.network.kind not in IMAGE_MODELS,
+        )
+        test = stream.test_set()
+        held_out = None if test is None else HeldOut.of(test, spec.batch_size)
+        family = model_family(spec.network, stream, spec.optimizer)
+        return cls(family, stream, held_out, dtype, spec.optimizer, spec.loss)
+
+
 class ShardTrainer:
     """Trains the runs of one shard held under a lease owned by `owner`."""
 
     def __init__(self, cache: Cache, owner: str, options: TrainerOptions) -> None:
         self.cache, self.owner, self.options = cache, owner, options
         self.stop_requested = False
-        self._step = self._train_step
+        self.shard: Shard | None = None
+        """The shard being trained (set by `train`)."""
         if options.compile_step:
             import torch._dynamo
 
             torch._dynamo.config.suppress_errors = True
-            self._step = torch.compile(self._train_step, dynamic=None)
 
     def train(self, run_ids: list[str]) -> int:
         """Train every claimable run in `run_ids` to its target; returns how many it trained.
@@ -184,72 +203,56 @@ class ShardTrainer:
         if not members:
             return 0
         spec = members[0].spec
-        self.dtype = DTYPES[spec.dtype]
-        self.optimizer_kind, self.loss_kind = spec.optimizer, spec.loss
-        self.stream = make_stream(
-            spec.data,
-            spec.batch_size,
-            spec.loss,
-            self.dtype,
-            self.options.device,
-            flatten=spec.network.kind not in IMAGE_MODELS,
-        )
-        self.test: TestSet | None = self.stream.test_set()
-        if self.test is not None:
-            size = self.test.x.shape[0]
-            chunks = -(-size // min(EVAL_CHUNK, 4 * spec.batch_size))
-            self.test_chunks = [
-                (int(c[0]), int(c[-1]) + 1) for c in torch.arange(size).tensor_split(chunks)
-            ]
-        self.arch = model_family(spec.network, self.stream, spec.optimizer)
-        per_member = member_bytes(self.arch, spec.batch_size, self.dtype)
+        self.shard = shard = Shard.of(spec, self.options.device)
+        per_member = member_bytes(shard.family, spec.batch_size, shard.dtype)
         size = max(1, int(memory_budget(self.options.device) // per_member))
         for first in range(0, len(members), size):
             if not self.stop_requested:
-                self._train_ensemble(members[first : first + size])
+                self._train_ensemble(shard, members[first : first + size])
         return len(members)
 
-    def _train_ensemble(self, members: list[Member]) -> None:
+    def _train_ensemble(self, shard: Shard, members: list[Member]) -> None:
         """Train members in lockstep, letting later-starting cohorts join when reached."""
         cohorts = sorted({m.start_step for m in members})
         active: list[Member] = []
-        self.model: Any = None
-        self.optimizer: EnsembleOptimizer | None = None
+        ensemble = CenteredEnsemble(
+            shard.family,
+            shard.optimizer,
+            shard.loss,
+            shard.dtype,
+            self.options.device,
+            shard.held_out,
+            compile_step=self.options.compile_step,
+        )
         step, last_commit = cohorts[0], time.monotonic()
         while (active or cohorts) and not self.stop_requested:
             if cohorts and (not active or step == cohorts[0]):
                 step = step if active else cohorts[0]
                 cohort_start = cohorts.pop(0)
                 joining = [m for m in members if m.start_step == cohort_start]
-                self._join(active, joining)
+                ensemble.extend(self._newcomers(shard, joining))
                 active += joining
-            model = self.model
-            assert model is not None
             # syncs (so commits and checkpoints) land on recording-window boundaries: past the
             # curve cap a commit in mid-window would split the window, and where commits fall
             # depends on wall-clock time, so the curve would too
             sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
             horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
-            losses, evals = self._run_steps(model, active, step, horizon)
+            losses, evals = self._run_steps(ensemble, active, step, horizon)
             step = horizon
             self._record(active, losses, step, evals)
             finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
-            if self.test is not None and any(m.diverged_step is None for m in finished):
-                self._record_evals(finished, active, [(step, *self._evaluate(model))])
+            if shard.held_out is not None and any(m.diverged_step is None for m in finished):
+                self._record_evals(finished, active, [(step, *ensemble.evaluate())])
             due = time.monotonic() - last_commit >= self.options.commit_seconds
             if finished or due:
-                self._commit(active, step, final=finished)
+                self._commit(ensemble, active, step, final=finished)
                 last_commit = time.monotonic()
             if finished:
                 keep = [i for i, m in enumerate(active) if m not in finished]
-                index = torch.tensor(keep, dtype=torch.long, device=self.options.device)
-                model.select(index)
-                if self.optimizer is not None:
-                    self.optimizer.select(index)
-                self._centering_select(keep)
+                ensemble.select(keep)
                 active = [active[i] for i in keep]
         if active:
-            self._commit(active, step, final=[], checkpoint=True)
+            self._commit(ensemble, active, step, final=[], checkpoint=True)
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -281,122 +284,48 @@ class ShardTrainer:
             )
         return members
 
-    def _member_params(self, member: Member) -> list[torch.Tensor]:
-        """A member's parameters from its checkpoint, or its seed's initial draw."""
-        if member.saved is not None:
-            count = sum(1 for name in member.saved if name.startswith("p"))
-            return [torch.from_numpy(member.saved[f"p{i}"]) for i in range(count)]
-        return self.arch.init(member.spec.seed)
-
-    def _stack(self, tensors: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-        """Stack per-member parameter lists into ensemble tensors on the device."""
-        return [
-            torch.stack(group).to(device=self.options.device, dtype=self.dtype).contiguous()
-            for group in zip(*tensors, strict=True)
-        ]
-
-    def _join(self, active: list[Member], joining: list[Member]) -> None:
-        """Add a cohort to the ensemble and rebuild the per-member vectors."""
-        newcomers = self.arch.ensemble(self._stack([self._member_params(m) for m in joining]))
-        state = None
-        if self.optimizer_kind != "sgd":
-            saved = [
-                None if m.saved is None else {k: torch.from_numpy(v) for k, v in m.saved.items()}
-                for m in joining
-            ]
-            state = EnsembleOptimizer.restore(self.optimizer_kind, newcomers.params, saved)
+    @staticmethod
+    def _newcomers(shard: Shard, joining: list[Member]) -> Newcomers:
+        """A cohort's parameters (checkpoint, or the seed's initial draw) and settings; the
+        checkpoints are released from the members once read."""
+        params, saved = [], []
         for member in joining:
+            arrays = member.saved
+            if arrays is None:
+                params.append(shard.family.init(member.spec.seed))
+                saved.append(None)
+            else:
+                count = sum(1 for name in arrays if name.startswith("p"))
+                params.append([torch.from_numpy(arrays[f"p{i}"]) for i in range(count)])
+                saved.append({k: torch.from_numpy(v) for k, v in arrays.items()})
             member.saved = None
-        if self.model is None:
-            self.model, self.optimizer = newcomers, state
-        else:
-            self.model.extend(newcomers)
-            if self.optimizer is not None and state is not None:
-                self.optimizer.extend(state)
-        self._set_vectors(active + joining)
-
-    def _set_vectors(self, members: list[Member]) -> None:
-        """Per-member γ, step size and centering (frozen init per distinct seed)."""
-        device = self.options.device
-        self.gamma = torch.tensor([m.spec.gamma for m in members], dtype=self.dtype, device=device)
-        etas = [m.spec.eta for m in members]
-        self.step_size = torch.tensor(
-            step_sizes(self.optimizer_kind, etas, self.arch.width), dtype=self.dtype, device=device
+        specs = [m.spec for m in joining]
+        return Newcomers(
+            params,
+            saved,
+            [s.gamma for s in specs],
+            [s.eta for s in specs],
+            [s.seed for s in specs],
         )
-        self.unit_rate = torch.ones_like(self.step_size)
-        seeds = sorted({m.spec.seed for m in members})
-        self.frozen = self.arch.ensemble(self._stack([self.arch.init(s) for s in seeds]))
-        self.seed_index = torch.tensor([seeds.index(m.spec.seed) for m in members], device=device)
-        if self.test is not None:  # the frozen outputs on the test set, chunk by chunk
-            with torch.no_grad():
-                self.test_f0 = torch.cat(
-                    [self.frozen.predict(self.test.x[a:b]) for a, b in self.test_chunks], dim=1
-                )
-
-    def _centering_select(self, keep: list[int]) -> None:
-        """Compact the per-member vectors after members left."""
-        index = torch.tensor(keep, dtype=torch.long, device=self.options.device)
-        self.gamma = self.gamma.index_select(0, index)
-        self.step_size = self.step_size.index_select(0, index)
-        self.unit_rate = self.unit_rate.index_select(0, index)
-        self.seed_index = self.seed_index.index_select(0, index)
 
     # ---- the training loop ---------------------------------------------------------------
 
     def _run_steps(
-        self, model: Any, active: list[Member], start: int, stop: int
+        self, ensemble: CenteredEnsemble, active: list[Member], start: int, stop: int
     ) -> tuple[torch.Tensor, list[Evaluation]]:
         """Train steps [start, stop): the (E, stop - start) losses and the held-out
         evaluations made on the way, all still on the device."""
         losses = torch.empty(
-            len(active), stop - start, dtype=self.dtype, device=self.options.device
+            len(active), stop - start, dtype=ensemble.dtype, device=self.options.device
         )
         evals = []
+        assert self.shard is not None
         for offset, step in enumerate(range(start, stop)):
-            if self.test is not None and is_eval_step(step):
-                evals.append((step, *self._evaluate(model)))
-            batch = self.stream.batch(step)
-            value, grads = self._step(model, batch.x, batch.target)
-            losses[:, offset] = value
-            if self.optimizer is not None:
-                with torch.no_grad():
-                    self.optimizer.step(model.params, grads, self.step_size, step)
+            if ensemble.held_out is not None and is_eval_step(step):
+                evals.append((step, *ensemble.evaluate()))
+            batch = self.shard.stream.batch(step)
+            losses[:, offset] = ensemble.step(batch.x, batch.target, step)
         return losses, evals
-
-    def _train_step(
-        self, model: Any, x: torch.Tensor, target: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One step's losses (E,); SGD moves the parameters here, other optimizers get the
-        gradients back (their update needs the step count, kept out of compiled code)."""
-        f_mu, pre = model.forward(x)
-        with torch.no_grad():  # autograd models: only the members' forward is a graph
-            f_mu0 = self.frozen.predict(x).index_select(0, self.seed_index)
-            # SGD: the step size rides in the output gradient; other optimizers take it later
-            rate = self.step_size if self.optimizer is None else self.unit_rate
-            value, grad = loss_and_grad(f_mu, f_mu0, self.gamma, rate, target, self.loss_kind)
-        if self.optimizer is None:
-            model.sgd_step(x, pre, grad)
-            return value, []
-        return value, model.gradients(x, pre, grad)
-
-    def _evaluate(self, model: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Every member's held-out loss (E,) and accuracy (E,) (None without classes)."""
-        test = self.test
-        assert test is not None
-        size = test.x.shape[0]
-        # sums in the run's dtype: float64 would not exist on Apple MPS
-        total = torch.zeros(model.size, dtype=self.dtype, device=self.options.device)
-        correct = torch.zeros_like(total)
-        inv_gamma = (1.0 / self.gamma)[:, None, None]
-        with torch.no_grad():
-            for first, last in self.test_chunks:
-                f0 = self.test_f0[:, first:last].index_select(0, self.seed_index)
-                f = (model.predict(test.x[first:last]) - f0) * inv_gamma
-                total += centered_loss_sum(f, test.target[first:last], self.loss_kind)
-                if test.classes is not None:
-                    hits = f.argmax(dim=2) == test.classes[first:last]
-                    correct += hits.sum(dim=1)
-        return total / size, None if test.classes is None else correct / size
 
     def _record(
         self, active: list[Member], losses: torch.Tensor, stop: int, evals: list[Evaluation]
@@ -432,7 +361,12 @@ class ShardTrainer:
                     member.evals.append((step, value if np.isfinite(value) else None, hit))
 
     def _commit(
-        self, active: list[Member], step: int, final: list[Member], checkpoint: bool = False
+        self,
+        ensemble: CenteredEnsemble,
+        active: list[Member],
+        step: int,
+        final: list[Member],
+        checkpoint: bool = False,
     ) -> None:
         """Write every active member's new losses (and due checkpoints) in one transaction."""
         updates = []
@@ -451,7 +385,7 @@ class ShardTrainer:
                     steps_done=steps_done,
                     status=status,
                     chunks=reduce_losses(member.pending_start, losses, member.spec.curve_cap),
-                    checkpoint=self._checkpoint(index) if save else None,
+                    checkpoint=self._checkpoint(ensemble, index) if save else None,
                     init_loss=member.init_loss,
                     last_loss=float(losses[-1]) if len(losses) else None,
                     diverged_step=member.diverged_step,
@@ -465,28 +399,18 @@ class ShardTrainer:
         if lost:
             raise LeaseLost(lost)
 
-    def _checkpoint(self, index: int) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _checkpoint(ensemble: CenteredEnsemble, index: int) -> dict[str, np.ndarray]:
         """One member's parameters (p0, p1, ...) and optimizer state as named host arrays."""
-        assert self.model is not None
-        arrays = {f"p{i}": p[index].cpu().numpy() for i, p in enumerate(self.model.params)}
-        if self.optimizer is not None:
-            state = self.optimizer.member_state(index)
+        arrays = {f"p{i}": p[index].cpu().numpy() for i, p in enumerate(ensemble.params)}
+        if ensemble.optimizer is not None:
+            state = ensemble.optimizer.member_state(index)
             arrays.update({name: t.cpu().numpy() for name, t in state.items()})
         return arrays
 
 
 Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
 """A held-out evaluation of every member at one step: (step, losses (E,), accuracies (E,))."""
-
-
-def centered_loss_sum(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """Per-member loss (E,) summed over the samples of f (E, T, C): MSE averaged over outputs,
-    or cross-entropy; divide by T for the mean the training loss reports."""
-    if loss == "mse":
-        return (f - target).square().mean(dim=2).sum(dim=1)
-    log_probs = torch.log_softmax(f, dim=2)
-    classes = target.view(1, -1, 1).expand(f.shape[0], -1, 1)
-    return -log_probs.gather(2, classes).sum(dim=(1, 2))
 
 
 class LeaseLost(RuntimeError):
