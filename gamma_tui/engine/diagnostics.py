@@ -31,12 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import grad, jacrev, jvp, vmap
 
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule
 from gamma_tui.engine.parameterization import Architecture
+
+if TYPE_CHECKING:
+    from gamma_tui.config import DiagnosticsConfig
+    from gamma_tui.engine.centering import CenteredEnsemble
+    from gamma_tui.engine.data import Stream
 
 Params = tuple[torch.Tensor, ...]
 MemberCall = Callable[[Params, torch.Tensor], torch.Tensor]
@@ -181,7 +187,7 @@ def lanczos_top(
     diagonal = torch.stack(alphas, dim=1)
     off = torch.stack(betas[:-1], dim=1) if len(betas) > 1 else diagonal[:, :0]
     tridiagonal = torch.diag_embed(diagonal) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
-    return torch.linalg.eigvalsh(tridiagonal.to(torch.float64))[:, -1].to(diagonal.dtype)
+    return _top_eigenvalue(tridiagonal).to(diagonal.dtype)
 
 
 def hutchinson_trace(
@@ -236,23 +242,32 @@ def _kernel(
     kernel = kernel.to(torch.float64)
     if loss == "mse":
         y = target.reshape(-1).to(torch.float64).expand(members, -1)
-        ggn = 2.0 / (batch * outputs) * torch.linalg.eigvalsh(kernel)[:, -1]
+        ggn = 2.0 / (batch * outputs) * _top_eigenvalue(kernel)
     else:
         y = torch.nn.functional.one_hot(target, outputs).reshape(-1).to(torch.float64)
         y = y.expand(members, -1)
         logits = vmap(lambda p, f0, g: (call(p, x) - f0) / g)(point, frozen_outputs, gamma)
         probs = torch.softmax(logits.to(torch.float64), dim=2)
         hessian = (torch.diag_embed(probs) - probs[..., :, None] * probs[..., None, :]) / batch
-        values, vectors = torch.linalg.eigh(hessian)
+        values, vectors = torch.linalg.eigh(torch.nan_to_num(hessian))
         root = vectors @ torch.diag_embed(values.clamp(min=0).sqrt()) @ vectors.transpose(-1, -2)
         blocks = kernel.view(members, batch, outputs, batch, outputs)
         scaled = torch.einsum("eacd,eadbf,ebfg->eacbg", root, blocks, root)
-        ggn = torch.linalg.eigvalsh(scaled.reshape(members, batch * outputs, -1))[:, -1]
-    top = torch.linalg.eigvalsh(kernel)[:, -1]
+        ggn = _top_eigenvalue(scaled.reshape(members, batch * outputs, -1))
+    top = _top_eigenvalue(kernel)
     along = torch.einsum("ei,eij,ej->e", y, kernel, y)
     alignment = along / (kernel.flatten(1).norm(dim=1) * (y * y).sum(dim=1))
     dtype = frozen_outputs.dtype
     return ggn.to(dtype), top.to(dtype), alignment.to(dtype)
+
+
+def _top_eigenvalue(matrices: torch.Tensor) -> torch.Tensor:
+    """The largest eigenvalue (E,) of each symmetric matrix (E, n, n), in float64; NaN for a
+    matrix with non-finite entries (a diverging member), which eigvalsh would fail on."""
+    finite = matrices.isfinite().flatten(1).all(dim=1)
+    clean = torch.where(finite[:, None, None], matrices, torch.zeros_like(matrices))
+    top = torch.linalg.eigvalsh(clean.to(torch.float64))[:, -1]
+    return torch.where(finite, top, torch.full_like(top, torch.nan))
 
 
 def _random_like(point: Params, kind: str, generator: torch.Generator) -> Params:
@@ -284,3 +299,40 @@ def _axpy(w: Params, c1: torch.Tensor, v1: Params, c2: torch.Tensor, v2: Params)
     return tuple(
         a + _scale((b,), c1)[0] + _scale((c,), c2)[0] for a, b, c in zip(w, v1, v2, strict=True)
     )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A shard's diagnostics: what to measure, the member forward and the probe batch."""
+
+    settings: Settings
+    call: MemberCall
+    x: torch.Tensor
+    target: torch.Tensor
+
+    @classmethod
+    def of(cls, config: DiagnosticsConfig, family: object, stream: Stream) -> Probe | None:
+        """The probe of a [diagnostics] table on a shard's family and stream (None if off)."""
+        if not config.enabled:
+            return None
+        settings = Settings(
+            config.sharpness, config.trace, config.ntk, config.directional, config.iterations
+        )
+        batch = stream.probe_batch(config.probe_batch)
+        return cls(settings, member_call(family), batch.x, batch.target)
+
+    def measure(self, ensemble: CenteredEnsemble) -> dict[str, torch.Tensor]:
+        """Every member's diagnostics (E,) at the ensemble's current parameters."""
+        assert ensemble.frozen is not None
+        with torch.no_grad():
+            frozen = ensemble.frozen.predict(self.x).index_select(0, ensemble.seed_index)
+        return measure(
+            self.call,
+            ensemble.params,
+            frozen,
+            ensemble.gamma,
+            self.x,
+            self.target,
+            ensemble.loss,
+            self.settings,
+        )
