@@ -79,11 +79,43 @@ def test_curves_are_bitwise_the_same_with_and_without_diagnostics(
             assert found.steps.max() <= run.diverged_step
         else:
             assert found.steps.tolist() == [0, 1, 2, 5, 10, 12]
-        assert set(found.values) == {
-            "sharpness", "trace", "trace_error", "ggn", "ntk", "alignment", "directional"
-        }  # fmt: skip
+        names = {"sharpness", "trace", "trace_error", "ggn", "ntk", "alignment", "directional"}
+        if kind != "chain":  # two seeds and a held-out set: the seed-averaged predictor too
+            names |= {"ens_test_loss", "ens_test_accuracy", "ens_seeds"}
+        assert set(found.values) == names
         assert np.isfinite(found.values["sharpness"]).all()
         assert (found.values["sharpness"] > 0).all()
+
+
+def test_seed_averaged_predictor_on_the_held_out_set(tmp_path: Path) -> None:
+    """Without [diagnostics]: the loss of the seeds' mean prediction, at every evaluation step;
+    f = 0 at step 0 makes it the single runs' loss there, and MSE is convex in f, so later it
+    is at most the mean of the seeds' losses."""
+    with Cache(tmp_path / "runs") as cache:
+        specs = train(cache, preset())
+        evals = cache.evals([s.run_id for s in specs])
+        measured = cache.diagnostics([s.run_id for s in specs])
+        runs = {r.run_id: r for r in cache.runs()}
+    cells: dict[tuple[float, float], list[str]] = {}
+    for spec in specs:
+        cells.setdefault((spec.gamma, spec.eta), []).append(spec.run_id)
+    checked = 0
+    for members in cells.values():
+        if any(runs[m].status != "done" for m in members):
+            continue
+        first = measured[members[0]]
+        assert first.steps.tolist() == evals[members[0]].steps.tolist()
+        assert (first.values["ens_seeds"] == 2).all()
+        ens = first.values["ens_test_loss"]
+        assert ens[0] == pytest.approx(evals[members[0]].loss[0], rel=1e-12)
+        mean = np.mean([evals[m].loss for m in members], axis=0)
+        assert (ens <= mean * (1 + 1e-12)).all() and (ens[1:] < mean[1:]).any()
+        np.testing.assert_array_equal(measured[members[1]].values["ens_test_loss"], ens)
+        assert (
+            (first.values["ens_test_accuracy"] >= 0) & (first.values["ens_test_accuracy"] <= 1)
+        ).all()
+        checked += 1
+    assert checked >= 2
 
 
 def test_sharpness_at_init_scales_as_inverse_gamma_squared(tmp_path: Path) -> None:

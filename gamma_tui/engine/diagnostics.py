@@ -23,6 +23,9 @@ The loss is the one training minimizes, on the centered output
   the kernel-target alignment yᵀKy / (‖K‖_F ‖y‖²).
 - `directional`: the sharpness along the probe gradient, gᵀHg / ‖g‖².
 
+`seed_averaged` scores the prediction averaged over the seeds of a (γ, η) cell on the held-out
+set, the reference's ens_test_loss.
+
 The hand-written MLP and chain of parameterization.py have no autograd graph; for the
 diagnostic they run as the functional MLPModule, whose parameters come in the same order.
 """
@@ -37,7 +40,7 @@ import torch
 from torch.func import grad, jacrev, jvp, vmap
 
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule
-from gamma_tui.engine.parameterization import Architecture
+from gamma_tui.engine.parameterization import Architecture, centered_output, held_out_loss_sum
 
 if TYPE_CHECKING:
     from gamma_tui.config import DiagnosticsConfig
@@ -336,3 +339,35 @@ class Probe:
             ensemble.loss,
             self.settings,
         )
+
+
+def seed_averaged(ensemble: CenteredEnsemble, cells: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The held-out loss and accuracy of the prediction averaged over the seeds of each cell
+    (the reference's ens_test_loss), given to every member of the cell (E,).
+
+    `cells` (E,) numbers the members' (γ, η) cells 0..K-1. The centered outputs f (logits
+    under cross-entropy) are averaged over a cell's members, then scored like a single run;
+    `ens_seeds` is how many members each average holds.
+    """
+    held_out, model, f0_all = ensemble.held_out, ensemble.model, ensemble.held_out_f0
+    assert held_out is not None and model is not None and f0_all is not None
+    test = held_out.data
+    count = int(cells.max()) + 1
+    sizes = torch.zeros(count, dtype=ensemble.dtype, device=cells.device)
+    sizes.index_add_(0, cells, torch.ones_like(ensemble.gamma))
+    total = torch.zeros(count, dtype=ensemble.dtype, device=cells.device)
+    correct = torch.zeros_like(total)
+    with torch.no_grad():
+        for first, last in held_out.chunks:
+            f0 = f0_all[:, first:last].index_select(0, ensemble.seed_index)
+            f = centered_output(model.predict(test.x[first:last]), f0, ensemble.gamma)
+            mean = torch.zeros(count, *f.shape[1:], dtype=f.dtype, device=f.device)
+            mean = mean.index_add_(0, cells, f) / sizes[:, None, None]
+            total += held_out_loss_sum(mean, test.target[first:last], ensemble.loss)
+            if test.classes is not None:
+                correct += (mean.argmax(dim=2) == test.classes[first:last]).sum(dim=1)
+    size = test.x.shape[0]
+    out = {"ens_test_loss": (total / size)[cells], "ens_seeds": sizes[cells]}
+    if test.classes is not None:
+        out["ens_test_accuracy"] = (correct / size)[cells]
+    return out

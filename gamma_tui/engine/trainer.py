@@ -32,7 +32,7 @@ from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label, 
 from gamma_tui.engine.centering import CenteredEnsemble, HeldOut, Newcomers
 from gamma_tui.engine.convnet import ConvArchitecture
 from gamma_tui.engine.data import FileStream, Stream, make_stream
-from gamma_tui.engine.diagnostics import Probe
+from gamma_tui.engine.diagnostics import Probe, seed_averaged
 from gamma_tui.engine.family import Family
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
 from gamma_tui.engine.parameterization import Architecture
@@ -249,6 +249,8 @@ class ShardTrainer:
             finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
             if shard.held_out is not None and any(m.diverged_step is None for m in finished):
                 self._record_evals(finished, active, [(step, *ensemble.evaluate())])
+                if (cells := _cells(active, self.options.device)) is not None:
+                    _record_diagnostics(finished, active, [(step, seed_averaged(ensemble, cells))])
             if shard.probe is not None and any(m.diverged_step is None for m in finished):
                 _record_diagnostics(finished, active, [(step, shard.probe.measure(ensemble))])
             due = time.monotonic() - last_commit >= self.options.commit_seconds
@@ -328,10 +330,12 @@ class ShardTrainer:
         )
         evals, measured = [], []
         assert self.shard is not None
-        probe = self.shard.probe
+        probe, cells = self.shard.probe, _cells(active, self.options.device)
         for offset, step in enumerate(range(start, stop)):
             if ensemble.held_out is not None and is_eval_step(step):
                 evals.append((step, *ensemble.evaluate()))
+                if cells is not None:
+                    measured.append((step, seed_averaged(ensemble, cells)))
             if probe is not None and is_eval_step(step):
                 measured.append((step, probe.measure(ensemble)))
             batch = self.shard.stream.batch(step)
@@ -427,6 +431,16 @@ Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
 
 Diagnosis = tuple[int, dict[str, torch.Tensor]]
 """Every member's diagnostics at one step: (step, {name: values (E,)})."""
+
+
+def _cells(active: list[Member], device: torch.device) -> torch.Tensor | None:
+    """Each member's (γ, η) cell number (E,), or None when no cell has two seeds here (the
+    seed average is over the seeds that train in this ensemble)."""
+    keys = [(m.spec.gamma, m.spec.eta) for m in active]
+    numbers = {key: index for index, key in enumerate(dict.fromkeys(keys))}
+    if len(numbers) == len(keys):
+        return None
+    return torch.tensor([numbers[key] for key in keys], dtype=torch.long, device=device)
 
 
 def _record_diagnostics(
