@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-"""2 added `evals` (held-out loss and accuracy); a version-1 cache is upgraded on open."""
+SCHEMA_VERSION = 3
+"""2 added `evals` (held-out loss and accuracy), 3 `diagnostics` (curvature measurements at
+the evaluation steps); an older cache is upgraded on open."""
 DB_NAME = "cache.sqlite"
 ENV_VAR = "GAMMA_TUI_CACHE"
 LEASE_SECONDS = float(os.environ.get("GAMMA_TUI_LEASE_SECONDS") or 120.0)
@@ -68,6 +69,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS evals (
     run_id TEXT NOT NULL, step INTEGER NOT NULL, loss REAL, accuracy REAL,
     PRIMARY KEY (run_id, step)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS diagnostics (
+    run_id TEXT NOT NULL, step INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
+    PRIMARY KEY (run_id, step, name)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs(status);
 """
 
@@ -152,6 +156,15 @@ class Evals:
 
 
 @dataclass(frozen=True)
+class Diagnostics:
+    """A run's diagnostics: the steps measured and each quantity's values there (NaN where
+    missing), keyed by name (engine/diagnostics.py: sharpness, trace, ...)."""
+
+    steps: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
 class Progress:
     """What a worker commits for one run: new chunks, a checkpoint and counters."""
 
@@ -167,6 +180,8 @@ class Progress:
     wall_seconds: float = 0.0
     evals: list[tuple[int, float | None, float | None]] = field(default_factory=list)
     """Held-out (step, loss, accuracy or None) measured since the last commit."""
+    diagnostics: list[tuple[int, str, float | None]] = field(default_factory=list)
+    """Diagnostics (step, name, value or None) measured since the last commit."""
 
 
 def default_cache_dir() -> Path:
@@ -383,6 +398,11 @@ class Cache:
                     for s in specs
                 ],
             )
+            # settings outside the run id (the diagnostics) follow the latest registration
+            db.executemany(
+                "UPDATE runs SET spec_json=?, shard_key=? WHERE run_id=? AND spec_json!=?",
+                [(s.model_dump_json(), s.shard_key, s.run_id, s.model_dump_json()) for s in specs],
+            )
             db.executemany(
                 "UPDATE runs SET steps_target=?, updated=?, status=CASE WHEN status IN "
                 "('done','failed','skipped') THEN 'queued' ELSE status END, error=NULL "
@@ -414,7 +434,7 @@ class Cache:
                 " (SELECT run_id FROM sweep_runs WHERE sweep!=?)",
                 (name, name),
             )
-            for table in ("curve_chunks", "checkpoints", "evals", "runs"):
+            for table in ("curve_chunks", "checkpoints", *MEASUREMENTS, "runs"):
                 db.execute(f"DELETE FROM {table} WHERE run_id IN (SELECT run_id FROM doomed)")
             count = db.execute("SELECT COUNT(*) FROM doomed").fetchone()[0]
             db.execute("DELETE FROM sweeps WHERE name=?", (name,))
@@ -511,6 +531,10 @@ class Cache:
                     "INSERT OR REPLACE INTO evals VALUES (?,?,?,?)",
                     [(update.run_id, *values) for values in update.evals],
                 )
+                db.executemany(
+                    "INSERT OR REPLACE INTO diagnostics VALUES (?,?,?,?)",
+                    [(update.run_id, *values) for values in update.diagnostics],
+                )
                 if update.checkpoint is not None:
                     db.execute(
                         "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?)",
@@ -529,7 +553,8 @@ class Cache:
         """
         with self.transaction() as db:
             db.execute("DELETE FROM curve_chunks WHERE run_id=? AND start_step>=?", (run_id, step))
-            db.execute("DELETE FROM evals WHERE run_id=? AND step>?", (run_id, step))
+            for table in MEASUREMENTS:
+                db.execute(f"DELETE FROM {table} WHERE run_id=? AND step>?", (run_id, step))
             if step == 0:
                 db.execute("DELETE FROM checkpoints WHERE run_id=?", (run_id,))
             db.execute(
@@ -580,8 +605,23 @@ class Cache:
                     (run_id,),
                 )
             )
+            diagnostics = tuple(
+                (int(step), str(name), value)
+                for step, name, value in self._db.execute(
+                    "SELECT step, name, value FROM diagnostics WHERE run_id=? ORDER BY step, name",
+                    (run_id,),
+                )
+            )
             fields = dict(zip(_STATE_COLUMNS, row, strict=True))
-            states.append(RunState(**fields, chunks=chunks, checkpoint=checkpoint, evals=evals))
+            states.append(
+                RunState(
+                    **fields,
+                    chunks=chunks,
+                    checkpoint=checkpoint,
+                    evals=evals,
+                    diagnostics=diagnostics,
+                )
+            )
         return states
 
     def merge_runs(
@@ -639,6 +679,11 @@ class Cache:
                 db.executemany(
                     "INSERT INTO evals VALUES (?,?,?,?)",
                     [(state.run_id, *values) for values in state.evals],
+                )
+                db.execute("DELETE FROM diagnostics WHERE run_id=?", (state.run_id,))
+                db.executemany(
+                    "INSERT INTO diagnostics VALUES (?,?,?,?)",
+                    [(state.run_id, *values) for values in state.diagnostics],
                 )
                 if state.checkpoint is not None:
                     db.execute(
@@ -763,6 +808,31 @@ class Cache:
             for run_id, found in rows.items()
         }
 
+    def diagnostics(self, run_ids: Iterable[str]) -> dict[str, Diagnostics]:
+        """The diagnostics of the given runs that have any, keyed by run id."""
+        rows: dict[str, list[tuple[int, str, float | None]]] = {}
+        for batch in _batches(list(run_ids)):
+            for run_id, step, name, value in self._db.execute(
+                "SELECT run_id, step, name, value FROM diagnostics"
+                f" WHERE run_id IN ({','.join('?' * len(batch))}) ORDER BY run_id, step",
+                batch,
+            ):
+                rows.setdefault(run_id, []).append((step, name, value))
+        found = {}
+        for run_id, items in rows.items():
+            steps = np.array(sorted({step for step, _, _ in items}), dtype=np.int64)
+            where = {int(step): index for index, step in enumerate(steps)}
+            values: dict[str, np.ndarray] = {}
+            for step, name, value in items:
+                column = values.setdefault(name, np.full(len(steps), np.nan))
+                column[where[step]] = np.nan if value is None else value
+            found[run_id] = Diagnostics(steps, values)
+        return found
+
+
+MEASUREMENTS = ("evals", "diagnostics")
+"""Tables of values measured at evaluation steps: committed with the curve, dropped past the
+checkpoint on resume, moved with a run by export and merge."""
 
 _STATE_COLUMNS = (
     "run_id", "spec_json", "shard_key", "gamma", "eta", "seed", "dtype", "status",
@@ -798,6 +868,7 @@ class RunState:
     chunks: tuple[tuple[int, int, bytes], ...] = ()
     checkpoint: tuple[int, bytes] | None = None
     evals: tuple[tuple[int, float | None, float | None], ...] = ()
+    diagnostics: tuple[tuple[int, str, float | None], ...] = ()
 
     def row_values(self, status: str, steps_target: int) -> tuple[Any, ...]:
         """Values for _STATE_COLUMNS, with the merged status and target."""
@@ -844,7 +915,7 @@ def _rekey_runs(db: sqlite3.Connection) -> None:
         )
         if new != old:
             taken.add(new)
-            for table in ("sweep_runs", "curve_chunks", "checkpoints", "evals"):
+            for table in ("sweep_runs", "curve_chunks", "checkpoints", *MEASUREMENTS):
                 db.execute(f"UPDATE {table} SET run_id=? WHERE run_id=?", (new, old))
 
 

@@ -610,11 +610,17 @@ def fit(
 ) -> None:
     """Fit η*(γ) and η_div(γ): per-γ tables and log-log slopes in the lazy and rich regimes."""
     from gamma_tui.report import fit_summary, fit_text
+    from gamma_tui.sharpness import summary_text, sweep_block
 
     with user_errors():
         store = open_cache(cache)
-        summary = fit_summary(store, _resolve(store, sweep), step=step, window=window)
-        out.print(json.dumps(summary, indent=1) if as_json else fit_text(summary))
+        name = _resolve(store, sweep)
+        summary = fit_summary(store, name, step=step, window=window)
+        block = sweep_block(store, name, summary)
+        if block is not None:  # sweeps measured with [diagnostics] sharpness = true
+            summary["sharpness"] = block
+        text = fit_text(summary) + ("" if block is None else "\n" + "\n".join(summary_text(block)))
+        out.print(json.dumps(summary, indent=1) if as_json else text)
 
 
 @app.command()
@@ -681,6 +687,7 @@ def export(
         name = _resolve(store, sweep)
         runs, curves = load_run_curves(store, name)
         evals = store.evals([r.run_id for r in runs])
+        measured = store.diagnostics([r.run_id for r in runs])
         output.parent.mkdir(parents=True, exist_ok=True)
         partial = output.with_name(output.name + ".partial")
         with partial.open("w", newline="") as handle:
@@ -704,6 +711,8 @@ def export(
                     held = evals.get(run.run_id)
                     for step, loss, hit in [] if held is None else _eval_rows(held):
                         writer.writerow([*head, "test", step, f"{loss:.7g}", hit])
+                    for series, step, value in _diagnostic_rows(measured.get(run.run_id)):
+                        writer.writerow([*head, series, step, value, ""])
             else:
                 json.dump(
                     {
@@ -714,6 +723,7 @@ def export(
                                 "steps": c.steps.tolist(),
                                 "loss": [_finite(v) for v in c.loss.tolist()],
                                 **_eval_json(evals.get(r.run_id)),
+                                **_diagnostics_json(measured.get(r.run_id)),
                             }
                             for r, c in zip(runs, curves, strict=True)
                         ],
@@ -739,6 +749,26 @@ def _eval_json(held: Any) -> dict[str, Any]:
     accuracy = [None if math.isnan(v) else v for v in held.accuracy.tolist()]
     loss = [_finite(v) for v in held.loss.tolist()]
     return {"test": {"steps": held.steps.tolist(), "loss": loss, "accuracy": accuracy}}
+
+
+def _diagnostic_rows(found: Any) -> list[tuple[str, int, str]]:
+    """(series, step, value text) of a run's diagnostics for the CSV export: the series is the
+    diagnostic's name (sharpness, trace, ...) and the value goes in the loss column."""
+    if found is None:
+        return []
+    return [
+        (name, int(step), "" if math.isnan(value) else f"{value:.7g}")
+        for name, values in sorted(found.values.items())
+        for step, value in zip(found.steps, values, strict=True)
+    ]
+
+
+def _diagnostics_json(found: Any) -> dict[str, Any]:
+    """The `diagnostics` entry of a run in the JSON export (absent without diagnostics)."""
+    if found is None:
+        return {}
+    values = {name: [_finite(v) for v in column.tolist()] for name, column in found.values.items()}
+    return {"diagnostics": {"steps": found.steps.tolist(), **values}}
 
 
 def _resolve(store: Cache, sweep: str) -> str:

@@ -249,6 +249,35 @@ class AnalysisConfig(Strict):
     window: float = Field(0.05, gt=0, le=1)
 
 
+NTK_JACOBIAN_BYTES = 2**31
+"""diagnostics.ntk builds each member's probe-batch Jacobian explicitly; above this many bytes
+(float32) it is refused before any worker starts."""
+
+
+class DiagnosticsConfig(Strict):
+    """Curvature diagnostics measured at the evaluation steps (engine/diagnostics.py).
+
+    Never part of run ids: they use a fixed probe batch of their own, no training batch and no
+    training RNG, so a run's loss curve is the same with them on or off. The probe batch comes
+    from a generator training never uses (synthetic streams), the held-out samples (file
+    datasets: the first `probe_batch` of them) or the toy model's one sample.
+    """
+
+    sharpness: bool = Field(False, description="top Hessian eigenvalue of the training loss")
+    trace: bool = Field(False, description="Hessian trace (Hutchinson)")
+    ntk: bool = Field(
+        False, description="top NTK / Gauss-Newton eigenvalue and kernel-target alignment"
+    )
+    directional: bool = Field(False, description="gᵀHg / ‖g‖² along the probe gradient")
+    probe_batch: int = Field(256, ge=1, le=100_000, description="samples of the probe batch")
+    iterations: int = Field(20, ge=1, le=1000, description="Lanczos steps / Hutchinson probes")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any diagnostic is measured."""
+        return self.sharpness or self.trace or self.ntk or self.directional
+
+
 class BackendConfig(Strict):
     """Where `gamma-tui run` trains the shards; never part of run ids (it never changes results).
 
@@ -309,6 +338,7 @@ class Preset(Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     backend: BackendConfig = BackendConfig()
     refine: RefineConfig | None = None
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -351,6 +381,9 @@ class Preset(Strict):
             raise ValueError("the scalar toy model needs data.outputs = 1 and train.batch_size = 1")
         if self.data.kind == "teacher_classes" and self.data.outputs < 2:
             raise ValueError("data.outputs must be >= 2 for 'teacher_classes'")
+        problem = diagnostics_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.run_count() > MAX_GRID_RUNS:
             raise ValueError(
                 f"the grid expands to {self.run_count()} runs (limit {MAX_GRID_RUNS}); "
@@ -395,6 +428,8 @@ class RunSpec(Strict):
     gamma: float
     eta: float
     seed: int
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    """What the worker measures besides the loss; left out of the run id (see _identity)."""
 
     @property
     def run_id(self) -> str:
@@ -411,15 +446,58 @@ class RunSpec(Strict):
         shared = {k: v for k, v in self._identity().items() if k not in ("gamma", "eta", "seed")}
         shared["path"] = self.data.path  # one ensemble reads one copy of the data
         shared["test_path"] = self.data.test_path
+        if self.diagnostics.enabled:  # one ensemble measures one set of diagnostics
+            shared["diagnostics"] = self.diagnostics.model_dump()
         return _digest({"v": SPEC_VERSION, **shared})
 
     def _identity(self) -> dict[str, Any]:
         """The fields that determine the result: settings a run does not use are left out."""
-        dump = self.model_dump()
+        dump = self.model_dump(exclude={"diagnostics"})
         for section in ("network", "data"):
             for key in getattr(self, section).unused_keys():
                 dump[section].pop(key)
         return dump
+
+
+def diagnostics_problem(preset: Preset) -> str | None:
+    """Why the preset's [diagnostics] cannot be measured, or None if they can (or are off)."""
+    settings, data, network = preset.diagnostics, preset.data, preset.network
+    if not settings.enabled:
+        return None
+    if data.from_files and settings.probe_batch > data.test_size:
+        return (
+            f"diagnostics.probe_batch = {settings.probe_batch} but file datasets take the probe "
+            f"batch from the held-out samples and data.test_size = {data.test_size}; lower "
+            "diagnostics.probe_batch or raise data.test_size"
+        )
+    if settings.ntk and network.kind in IMAGE_MODELS:
+        return (
+            f"diagnostics.ntk builds each member's probe-batch Jacobian explicitly, which "
+            f"network.kind = '{network.kind}' cannot afford; turn diagnostics.ntk off (sharpness, "
+            "trace and directional work on every model)"
+        )
+    if settings.ntk:
+        scalar = data.kind == "scalar"
+        inputs, outputs = (1, 1) if scalar else (data.input_dim, data.outputs)
+        if data.from_files:
+            from gamma_tui.costs import sample_shape
+
+            found = sample_shape(data)
+            inputs, outputs = (math.prod(found[0]), found[1]) if found else (inputs, outputs)
+        width = 1 if network.kind == "chain" else network.width
+        widths = [inputs, *[width] * (network.depth - 1), outputs]
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        params = sum(a * b + (b if network.bias else 0) for a, b in pairs)
+        samples = 1 if scalar else settings.probe_batch  # the toy model has one sample
+        size = 4 * samples * outputs * params
+        if size > NTK_JACOBIAN_BYTES:
+            return (
+                f"diagnostics.ntk: the probe-batch Jacobian is {size / 2**30:.1f} GiB per member "
+                f"({samples} samples x {outputs} outputs x {params:,} parameters), over the "
+                f"{NTK_JACOBIAN_BYTES / 2**30:.0f} GiB limit; lower diagnostics.probe_batch or "
+                "turn diagnostics.ntk off"
+            )
+    return None
 
 
 class PresetError(Exception):
@@ -529,6 +607,7 @@ def run_spec(preset: Preset, gamma: float, eta: float, seed: int) -> RunSpec:
         gamma=gamma,
         eta=eta,
         seed=seed,
+        diagnostics=preset.diagnostics,
     )
 
 

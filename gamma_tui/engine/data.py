@@ -23,6 +23,9 @@ BLOCK_ELEMENTS = 1 << 22
 TEST_STREAM = 2**40
 """The generator stream of synthetic test sets: no training block reaches this index."""
 
+PROBE_STREAM = TEST_STREAM + 1
+"""The generator stream of the diagnostics' probe batch (engine/diagnostics.py)."""
+
 
 def _generator(seed: int, stream: int) -> torch.Generator:
     """A CPU generator for one (seed, stream) pair; stream 0 is the teacher, k+1 is block k."""
@@ -147,6 +150,11 @@ class TeacherStream:
             return None
         return TestSet(*self._draw(TEST_STREAM, (size, self.config.input_dim)))
 
+    def probe_batch(self, size: int) -> Batch:
+        """`size` samples from a generator neither training nor the test set uses."""
+        x, target, _classes = self._draw(PROBE_STREAM, (size, self.config.input_dim))
+        return Batch(x, target)
+
 
 class ScalarStream:
     """The scalar toy model's data: the input 1 and the fixed target y, at every step."""
@@ -171,6 +179,10 @@ class ScalarStream:
     def test_set(self) -> None:
         """The toy model has no held-out set."""
         return None
+
+    def probe_batch(self, size: int) -> Batch:
+        """The one sample (1, target), whatever `size`."""
+        return self._batch
 
 
 class FileStream:
@@ -216,6 +228,17 @@ class FileStream:
             return None
         inputs, classes = self._on_device(*self._held_out)
         return TestSet(inputs, _targets(classes, self.outputs, self.loss, self.dtype), classes)
+
+    def probe_batch(self, size: int) -> Batch:
+        """The first `size` held-out samples (training never reads them); ValueError when the
+        held-out set is smaller (config.diagnostics_problem refuses such presets)."""
+        if self._held_out is None or len(self._held_out[0]) < size:
+            held = 0 if self._held_out is None else len(self._held_out[0])
+            raise ValueError(
+                f"the probe batch of {size} samples needs as many held-out samples ({held} here)"
+            )
+        inputs, classes = self._on_device(self._held_out[0][:size], self._held_out[1][:size])
+        return Batch(inputs, _targets(classes, self.outputs, self.loss, self.dtype))
 
     def _on_device(self, x: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs (flattened for MLPs) and class indices as device tensors."""

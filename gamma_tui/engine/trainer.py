@@ -32,6 +32,7 @@ from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label, 
 from gamma_tui.engine.centering import CenteredEnsemble, HeldOut, Newcomers
 from gamma_tui.engine.convnet import ConvArchitecture
 from gamma_tui.engine.data import FileStream, Stream, make_stream
+from gamma_tui.engine.diagnostics import Probe, seed_averaged
 from gamma_tui.engine.family import Family
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
 from gamma_tui.engine.parameterization import Architecture
@@ -54,6 +55,7 @@ class Member:
     diverged_step: int | None = None
     saved: dict[str, np.ndarray] | None = None
     evals: list[tuple[int, float | None, float | None]] = field(default_factory=list)
+    diagnostics: list[tuple[int, str, float | None]] = field(default_factory=list)
 
     @property
     def pending_count(self) -> int:
@@ -162,6 +164,8 @@ class Shard:
     dtype: torch.dtype
     optimizer: str
     loss: str
+    probe: Probe | None = None
+    """The [diagnostics] measured at the evaluation steps, if any."""
 
     @classmethod
     def of(cls, spec: RunSpec, device: torch.device) -> Shard:
@@ -178,7 +182,8 @@ class Shard:
         test = stream.test_set()
         held_out = None if test is None else HeldOut.of(test, spec.batch_size)
         family = model_family(spec.network, stream, spec.optimizer)
-        return cls(family, stream, held_out, dtype, spec.optimizer, spec.loss)
+        probe = Probe.of(spec.diagnostics, family, stream)
+        return cls(family, stream, held_out, dtype, spec.optimizer, spec.loss, probe)
 
 
 class ShardTrainer:
@@ -237,12 +242,17 @@ class ShardTrainer:
             # depends on wall-clock time, so the curve would too
             sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
             horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
-            losses, evals = self._run_steps(ensemble, active, step, horizon)
+            losses, evals, measured = self._run_steps(ensemble, active, step, horizon)
             step = horizon
             self._record(active, losses, step, evals)
+            _record_diagnostics(active, active, measured)
             finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
             if shard.held_out is not None and any(m.diverged_step is None for m in finished):
                 self._record_evals(finished, active, [(step, *ensemble.evaluate())])
+                if (cells := _cells(active, self.options.device)) is not None:
+                    _record_diagnostics(finished, active, [(step, seed_averaged(ensemble, cells))])
+            if shard.probe is not None and any(m.diverged_step is None for m in finished):
+                _record_diagnostics(finished, active, [(step, shard.probe.measure(ensemble))])
             due = time.monotonic() - last_commit >= self.options.commit_seconds
             if finished or due:
                 self._commit(ensemble, active, step, final=finished)
@@ -312,20 +322,25 @@ class ShardTrainer:
 
     def _run_steps(
         self, ensemble: CenteredEnsemble, active: list[Member], start: int, stop: int
-    ) -> tuple[torch.Tensor, list[Evaluation]]:
-        """Train steps [start, stop): the (E, stop - start) losses and the held-out
-        evaluations made on the way, all still on the device."""
+    ) -> tuple[torch.Tensor, list[Evaluation], list[Diagnosis]]:
+        """Train steps [start, stop): the (E, stop - start) losses, the held-out evaluations
+        and the diagnostics made on the way, all still on the device."""
         losses = torch.empty(
             len(active), stop - start, dtype=ensemble.dtype, device=self.options.device
         )
-        evals = []
+        evals, measured = [], []
         assert self.shard is not None
+        probe, cells = self.shard.probe, _cells(active, self.options.device)
         for offset, step in enumerate(range(start, stop)):
             if ensemble.held_out is not None and is_eval_step(step):
                 evals.append((step, *ensemble.evaluate()))
+                if cells is not None:
+                    measured.append((step, seed_averaged(ensemble, cells)))
+            if probe is not None and is_eval_step(step):
+                measured.append((step, probe.measure(ensemble)))
             batch = self.shard.stream.batch(step)
             losses[:, offset] = ensemble.step(batch.x, batch.target, step)
-        return losses, evals
+        return losses, evals, measured
 
     def _record(
         self, active: list[Member], losses: torch.Tensor, stop: int, evals: list[Evaluation]
@@ -390,9 +405,11 @@ class ShardTrainer:
                     last_loss=float(losses[-1]) if len(losses) else None,
                     diverged_step=member.diverged_step,
                     evals=member.evals,
+                    diagnostics=member.diagnostics,
                 )
             )
             member.pending, member.pending_start, member.evals = [], steps_done, []
+            member.diagnostics = []
             if save:
                 member.last_checkpoint = step
         lost = self.cache.commit(self.owner, updates)
@@ -411,6 +428,34 @@ class ShardTrainer:
 
 Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
 """A held-out evaluation of every member at one step: (step, losses (E,), accuracies (E,))."""
+
+Diagnosis = tuple[int, dict[str, torch.Tensor]]
+"""Every member's diagnostics at one step: (step, {name: values (E,)})."""
+
+
+def _cells(active: list[Member], device: torch.device) -> torch.Tensor | None:
+    """Each member's (γ, η) cell number (E,), or None when no cell has two seeds here (the
+    seed average is over the seeds that train in this ensemble)."""
+    keys = [(m.spec.gamma, m.spec.eta) for m in active]
+    numbers = {key: index for index, key in enumerate(dict.fromkeys(keys))}
+    if len(numbers) == len(keys):
+        return None
+    return torch.tensor([numbers[key] for key in keys], dtype=torch.long, device=device)
+
+
+def _record_diagnostics(
+    members: list[Member], active: list[Member], measured: list[Diagnosis]
+) -> None:
+    """Append diagnostics to `members` (a subset of `active`, the ensemble's rows), up to each
+    member's divergence; non-finite values are stored as missing."""
+    rows = {id(member): row for row, member in enumerate(active)}
+    for step, values in measured:
+        host = {name: tensor.cpu().numpy() for name, tensor in values.items()}
+        for member in members:
+            if member.diverged_step is None or step <= member.diverged_step:
+                for name, column in host.items():
+                    value = float(column[rows[id(member)]])
+                    member.diagnostics.append((step, name, value if np.isfinite(value) else None))
 
 
 class LeaseLost(RuntimeError):
