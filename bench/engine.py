@@ -1,64 +1,59 @@
-"""Batched ensemble engine versus the reference per-run loop, on one grid in one process.
+"""Batched ensemble engine versus a per-run loop, model by model, side by side in one process.
 
-    python bench/engine.py [--model mlp|cnn|all] [--device cpu|cuda|auto] [--steps 300]
-                           [--cnn-steps 40] [--cnn-width 16] [--threads 0] [--repeats 3]
-                           [--input-dim 784] [--quick]
+    python bench/engine.py [--model mlp|cnn|resnet18|vit|mlp-adam|all] [--device cpu|cuda|auto]
+                           [--threads 0] [--repeats 3] [--quick]
 
-Two grids, each timed on its own (`--model all`, the default, runs the MLP, then the CNN):
+Each grid is built from a preset TOML string through gamma_tui.config, so it is exactly what a
+sweep would train (one seed, float32, MSE on one-hot targets for the image models):
 
-- MLP: a bias-free ReLU MLP D=784, N=128, L=3 (C=10 outputs, an MNIST-sized readout),
-  batch 64, γ ∈ {0.1, 1, 10, 100}, six absolute η from 10 down to 10^-1.5 in half decades,
-  one seed, float32, teacher_mlp data (4 hidden units, 10 outputs).
-- CNN: the reference CNN (engine/convnet.py: 3×3 convs of N and 2N channels divided by
-  sqrt(C_in), ReLU, 2×2 average pool, linear 8N, μP readout 1/(8N)), bias-free, N=16, on
-  CIFAR-shaped random images (3×32×32, N(0, 1) pixels, 10 balanced random classes, MSE on
-  one-hot targets) written to a temporary .npz and read through data.kind = "npz", batch 64,
-  γ ∈ {0.1, 1, 10, 100}, six absolute η from 100 down to 10^-0.5 in half decades (a decade
-  above the MLP's, so that the CNN grid too holds diverged, edge-of-stability and smoothly
-  trained runs), one seed, float32, 40 steps.
-
-Each grid is built from a preset TOML string through gamma_tui.config, so it is exactly what
-a sweep would train.
+- mlp: a bias-free ReLU MLP D=784, N=128, L=3, C=10, batch 64, γ ∈ {0.1, 1, 10, 100}, six
+  absolute η from 10 down to 10^-1.5 in half decades, teacher_mlp data, 300 steps (SGD: the
+  hand-written path of parameterization.py).
+- mlp-adam: the same MLP and data under Adam (the general vmap + autograd path of
+  functional.py), η from 10^-1 down to 10^-3.5, 100 steps.
+- cnn: the reference CNN (convnet.py), bias-free, N=16 on CIFAR-shaped random images
+  (3×32×32, N(0, 1) pixels, 10 balanced random classes), batch 64, γ ∈ {0.1, 1, 10, 100},
+  η from 100 down to 10^-0.5, 40 steps.
+- resnet18: the CIFAR ResNet-18 of functional.py at N=8 (stage widths 8, 16, 32, 64) on
+  3×16×16 random images, batch 32, γ ∈ {0.1, 1, 10, 100}, η ∈ {1, 0.1, 0.01}, 10 steps.
+- vit: the ViT of functional.py, N=32, 2 blocks of 2 heads, 4×4 patches (16 tokens) on
+  3×16×16 random images, batch 32, γ ∈ {0.1, 1, 10, 100}, η from 10^0.5 down to 10^-2, 20 steps.
+The ResNet-18 and ViT grids are small (width, image size, steps) so that both sides finish in
+minutes on 2 cores; the images are written to a temporary .npz and read through data.kind = "npz".
 
 - Engine: `ShardTrainer(...).train(run_ids)` on a fresh temporary Cache, real commits
   included. A subclass only adds timers around the step loop and the commits, which splits
   the total into setup, compute and commit.
-- Loop: what Pehlevan-Group/Richness_Sweep does, one run at a time: an nn.Module (MLP:
-  StdLinear = Linear/sqrt(fan_in), FinalLinear = Linear/fan_in; CNN: StdConv2d =
-  Conv2d/sqrt(C_in), then the same linear layers; no bias), a frozen deepcopy for centering
-  (the reference's CenteredModel), f = (model(x) - model0(x))/γ, MSE mean,
-  torch.optim.SGD(lr=N·η) on all parameters, zero_grad/backward/step and `loss.item()` every
-  step; a run stops at its first NaN/inf loss or loss > divergence_factor × initial. Same
-  init (the engine's init for the seed), same batches (data.make_stream), same dtype. The
-  batches are drawn once, like the reference's preloaded data chunk, and that time is counted.
+- Loop: bench/reference_loop.py, one nn.Module and one torch.optim optimizer per run, as the
+  reference code (Pehlevan-Group/Richness_Sweep) trains: same init (the engine's init for the
+  seed), same batches (data.make_stream, drawn once like the reference's preloaded chunk and
+  counted), same dtype, `loss.item()` every step, a diverged run stops at once.
 
-FLOP count (analytic, matmuls and convolutions only; ReLU, pooling and other elementwise work
-are ignored). For one member with M multiply-adds per sample in its forward (the MLP:
-M = P = Σ n_in·n_out weights; the CNN: each layer's weights times its output positions) and
-batch B, one training step costs
+FLOP count (analytic, from gamma_tui/costs.py's multiply-adds of one forward, M per sample;
+element-wise work, normalization and softmax are ignored). With M_1 the first layer's share
+and batch B, one training step of one member costs
     forward             2·B·M
     backward, weights   2·B·M
     backward, inputs    2·B·(M - M_1)      (no gradient into the data: first layer skipped)
 plus the centering forward of the frozen init, 2·B·M, done once per seed per step by the
 engine (members sharing a seed share it) and once per run per step by the loop. The loop
-counts only the steps it ran (a diverged run stops at once); the engine counts the steps
-it executed, which include those a diverged member runs until the next host sync (every
-`sync_every` steps). Member-steps/s counts useful steps only (up to and including the
-divergent step), identical on both sides, so its ratio equals the speedup.
+counts only the steps it ran; the engine counts the steps it executed, which include those a
+diverged member runs until the next host sync (every `sync_every` steps). Member-steps/s
+counts useful steps only (up to and including the divergent step), identical on both sides,
+so its ratio equals the speedup. The same-run peak is the best dense float32 2048³ matmul
+rate (torch.mm, and oneDNN on CPU) measured just before and after the grid.
 
 Shared machines drift (other jobs on the same cores), so the two sides alternate
 `--repeats` times and each side's best wall time counts. Every repeat is printed with the
-share of CPU time other processes took while it ran, and the dense matmul rate is measured
-before and after each grid: a repeat under foreign load measures neither side fairly (the
-loop, with its many small parallel regions, suffers more and the ratio inflates).
-Each grid ends with its speedup, X = best loop seconds / best engine seconds (engine total
-including setup and commits): `speedup: X` for the MLP, `cnn speedup: X` for the CNN.
+share of CPU time other processes took while it ran: a repeat under foreign load measures
+neither side fairly. Each grid ends with X = best loop seconds / best engine seconds (engine
+total including setup and commits): `speedup: X` for the MLP, `MODEL speedup: X` for the
+others.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import sys
@@ -70,68 +65,100 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gamma_tui.cache import Cache
-from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, expand, parse_preset
-from gamma_tui.engine.convnet import ConvArchitecture
+from gamma_tui.config import IMAGE_MODELS, RunSpec, expand, image_problem, parse_preset
+from gamma_tui.costs import forward_macs
 from gamma_tui.engine.data import make_stream
-from gamma_tui.engine.parameterization import Architecture, init_weights, learning_rate
-from gamma_tui.engine.trainer import DTYPES, ShardTrainer, TrainerOptions, resolve_device
+from gamma_tui.engine.functional import FunctionalArchitecture
+from gamma_tui.engine.trainer import (
+    DTYPES,
+    ShardTrainer,
+    TrainerOptions,
+    model_family,
+    resolve_device,
+)
 
-PRESET_TOML = """
-name = "bench-engine"
+sys.path.insert(0, str(Path(__file__).parent))
+from reference_loop import build_cnn, build_mlp, build_module, train_one  # noqa: E402
+
+PRESET = """
+name = "bench-engine-{name}"
 seeds = [0]
 [network]
-width = 128
-depth = 3
+{network}
 [data]
-kind = "teacher_mlp"
-input_dim = {input_dim}
-hidden = 4
-outputs = 10
-[train]
-batch_size = 64
-steps = {steps}
-dtype = "float32"
-[gamma]
-min = 0.1
-max = 100
-per_decade = 1
-[eta]
-min = 0.03162277660168379
-max = 10
-per_decade = 2
-scale = "absolute"
-"""
-
-IMAGE_SHAPE, CLASSES, CNN_BATCH = (3, 32, 32), 10, 64
-"""The CNN grid's CIFAR-shaped random images, their classes and the batch size."""
-
-CNN_PRESET_TOML = """
-name = "bench-engine-cnn"
-seeds = [0]
-[network]
-kind = "cnn"
-width = {width}
-[data]
-kind = "npz"
-path = '{path}'
+{data}
 [train]
 batch_size = {batch}
 steps = {steps}
+optimizer = "{optimizer}"
 dtype = "float32"
 [gamma]
 min = 0.1
 max = 100
 per_decade = 1
 [eta]
-min = 0.31622776601683794
-max = 100
-per_decade = 2
+min = {eta_min}
+max = {eta_max}
+per_decade = {eta_per_decade}
 scale = "absolute"
 """
+
+TEACHER = 'kind = "teacher_mlp"\ninput_dim = 784\nhidden = 4\noutputs = 10'
+CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One model's benchmark grid: preset fields, image shape (None: teacher data), steps."""
+
+    name: str
+    network: str
+    batch: int
+    steps: int
+    quick_steps: int
+    eta: tuple[float, float, float]  # min, max, per decade
+    image: tuple[int, int, int] | None = None
+    optimizer: str = "sgd"
+
+    def preset(self, steps: int, images: Path | None) -> str:
+        """The grid's preset TOML at `steps` steps (images: the .npz of image grids)."""
+        data = TEACHER if images is None else f"kind = \"npz\"\npath = '{images}'"
+        eta_min, eta_max, per_decade = self.eta
+        return PRESET.format(
+            name=self.name,
+            network=self.network,
+            data=data,
+            batch=self.batch,
+            steps=steps,
+            optimizer=self.optimizer,
+            eta_min=eta_min,
+            eta_max=eta_max,
+            eta_per_decade=per_decade,
+        )
+
+
+GRIDS = {
+    "mlp": Grid("mlp", "width = 128\ndepth = 3", 64, 300, 60, (10**-1.5, 10.0, 2)),
+    "cnn": Grid("cnn", 'kind = "cnn"\nwidth = 16', 64, 40, 10, (10**-0.5, 100.0, 2), (3, 32, 32)),
+    "resnet18": Grid(
+        "resnet18", 'kind = "resnet18"\nwidth = 8', 32, 10, 4, (0.01, 1.0, 1), (3, 16, 16)
+    ),
+    "vit": Grid(
+        "vit",
+        'kind = "vit"\nwidth = 32\ndepth = 2\nheads = 2\npatch = 4',
+        32,
+        20,
+        5,
+        (0.01, 10**0.5, 2),
+        (3, 16, 16),
+    ),
+    "mlp-adam": Grid(
+        "mlp-adam", "width = 128\ndepth = 3", 64, 100, 20, (10**-3.5, 0.1, 2), optimizer="adam"
+    ),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -140,28 +167,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default="all",
-        choices=["mlp", "cnn", "all"],
-        help="which grid to time (all: the MLP, then the CNN)",
+        choices=[*GRIDS, "all"],
+        help="which grid to time (all: every one)",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    parser.add_argument("--steps", type=int, default=300, help="MLP training steps per run")
-    parser.add_argument("--cnn-steps", type=int, default=40, help="CNN training steps per run")
-    parser.add_argument("--cnn-width", type=int, default=16, help="CNN width N")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument(
-        "--quick", action="store_true", help="60 MLP and 10 CNN steps, one repeat: a smoke test"
+        "--quick", action="store_true", help="a few steps per grid, one repeat: a smoke test"
     )
     parser.add_argument(
         "--repeats",
         type=int,
         default=3,
         help="alternate engine and loop this many times; best time of each counts",
-    )
-    parser.add_argument(
-        "--input-dim",
-        type=int,
-        default=784,
-        help="D (784 is the benchmark; 32 shows the overhead-bound regime)",
     )
     return parser.parse_args(argv)
 
@@ -201,16 +219,6 @@ def matmul_gflops(
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2.0 * size**3 * repeats / best / 1e9
-
-
-def onednn_gflops(device: torch.device) -> str:
-    """oneDNN's dense rate as text, or why it is not available."""
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return "n/a"
-    try:
-        return f"{matmul_gflops(device, onednn=True):.1f}"
-    except (RuntimeError, AttributeError):
-        return "n/a"
 
 
 class LoadMeter:
@@ -306,142 +314,44 @@ def run_engine(
     ), trainer
 
 
-# ---- loop side: the reference code's structure -------------------------------------------
-
-
-class StdLinear(nn.Module):
-    """Linear layer, N(0,1) weights, output divided by sqrt(fan_in) (reference StdLinear)."""
-
-    def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(n_in, n_out, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) / math.sqrt(x.shape[-1])
-
-
-class FinalLinear(nn.Module):
-    """μP readout: output divided by fan_in (reference FinalLinear)."""
-
-    def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(n_in, n_out, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) / x.shape[-1]
-
-
-class StdConv2d(nn.Module):
-    """3×3 convolution, N(0,1) weights, output divided by sqrt(C_in) (reference StdConv2d)."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) / math.sqrt(x.shape[-3])
-
-
-class ReferenceCNN(nn.Module):
-    """The reference CNN (vision_tasks/models.py) without its 1/γ, which train_one applies."""
-
-    def __init__(self, arch: ConvArchitecture) -> None:
-        super().__init__()
-        channels, n = arch.input_shape[0], arch.width
-        height, width = arch.feature_shape
-        self.conv1, self.conv2 = StdConv2d(channels, n), StdConv2d(n, 2 * n)
-        self.fc1 = StdLinear(2 * n * height * width, 8 * n)
-        self.fc2 = FinalLinear(8 * n, arch.outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(F.relu(self.conv1(x)), 2, 2)
-        x = F.avg_pool2d(F.relu(self.conv2(x)), 2, 2)
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        return self.fc2(x)
-
-
-def build_mlp(arch: Architecture, seed: int, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    """The reference MLP with the engine's initial weights for `seed`."""
-    widths = arch.widths
-    layers: list[nn.Module] = []
-    for i in range(arch.depth - 1):
-        layers += [StdLinear(widths[i], widths[i + 1]), nn.ReLU()]
-    layers.append(FinalLinear(widths[-2], widths[-1]))
-    model = nn.Sequential(*layers).to(device=device, dtype=dtype)
-    linears = [m.linear for m in model if isinstance(m, (StdLinear, FinalLinear))]
-    with torch.no_grad():
-        for linear, weight in zip(linears, init_weights(arch, seed), strict=True):
-            linear.weight.copy_(weight.to(dtype))
-    return model
-
-
-def build_cnn(
-    arch: ConvArchitecture, seed: int, dtype: torch.dtype, device: torch.device
-) -> nn.Module:
-    """The reference CNN with the engine's initial weights for `seed` (bias-free: a biased
-    architecture has more initial tensors than layers, and the strict zip refuses it)."""
-    model = ReferenceCNN(arch).to(device=device, dtype=dtype)
-    layers: list[nn.Conv2d | nn.Linear] = [
-        model.conv1.conv,
-        model.conv2.conv,
-        model.fc1.linear,
-        model.fc2.linear,
-    ]
-    with torch.no_grad():
-        for layer, weight in zip(layers, arch.init(seed), strict=True):
-            layer.weight.copy_(weight.to(dtype))
-    return model
-
-
-def cnn_arch(network: NetworkConfig) -> ConvArchitecture:
-    """The engine's CNN on the bench images (what trainer.model_family builds for them)."""
-    return ConvArchitecture(IMAGE_SHAPE, network.width, CLASSES, network.bias)
+# ---- loop side -----------------------------------------------------------------------------
 
 
 def reference_builder(
     spec: RunSpec, dtype: torch.dtype, device: torch.device
-) -> tuple[Callable[[int], nn.Module], int]:
-    """The grid's reference network as seed -> module with the engine's init, and its N."""
-    if spec.network.kind == "cnn":
-        cnn = cnn_arch(spec.network)
-        return lambda seed: build_cnn(cnn, seed, dtype, device), cnn.width
-    arch = Architecture.of(spec.network, spec.data.input_dim, spec.data.outputs)
-    return lambda seed: build_mlp(arch, seed, dtype, device), arch.width
+) -> tuple[Callable[[int], nn.Module], int, tuple[float, float]]:
+    """The grid's reference network as seed -> module with the engine's init, its N, and the
+    (forward, first-layer) multiply-adds per sample."""
+    stream = make_stream(spec.data, 1, spec.loss, dtype, torch.device("cpu"), flatten=False)
+    family = model_family(spec.network, stream, "sgd")
+    kind = spec.network.kind
+    shape = tuple(stream.input_shape) if kind in IMAGE_MODELS else (stream.input_dim,)
+    outputs = stream.outputs
+    macs = forward_macs(spec.network, shape, outputs), first_layer_macs(spec, shape)
+    if kind == "cnn":
+        return lambda seed: build_cnn(family, seed, dtype, device), family.width, macs
+    if kind in IMAGE_MODELS:
+        assert isinstance(family, FunctionalArchitecture)
+        make = family.build
+        return lambda seed: build_module(family, make, seed, dtype, device), family.width, macs
+    return lambda seed: build_mlp(family, seed, dtype, device), family.width, macs
 
 
-def train_one(
-    spec: RunSpec,
-    build: Callable[[int], nn.Module],
-    width: int,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
-) -> tuple[float, int | None, int]:
-    """One run as the reference trains it; returns (last loss, diverged step, steps run)."""
-    torch.manual_seed(spec.seed)
-    model = build(spec.seed)
-    model0 = copy.deepcopy(model)
-    for param in model0.parameters():
-        param.requires_grad = False
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate(spec.eta, width))
-    gamma, init_loss, value = spec.gamma, None, math.nan
-    for step, (x, target) in enumerate(batches):
-        optimizer.zero_grad()
-        f = (model(x) - model0(x)) / gamma
-        loss = F.mse_loss(f, target)
-        loss.backward()
-        optimizer.step()
-        value = loss.item()
-        if init_loss is None:
-            init_loss = value
-        if not math.isfinite(value) or value > spec.divergence_factor * max(init_loss, 1e-30):
-            return value, step, step + 1
-    return value, None, len(batches)
+def first_layer_macs(spec: RunSpec, shape: tuple[int, ...]) -> float:
+    """Multiply-adds of the first layer per sample (no input gradient is computed for it)."""
+    kind, n = spec.network.kind, spec.network.width
+    pixels = math.prod(shape)  # the stem, the patch embedding and the MLP's first layer
+    if kind == "cnn":
+        channels, height, width = shape
+        return 9.0 * channels * n * (height - 2) * (width - 2)
+    return (9.0 if kind == "resnet18" else 1.0) * pixels * n
 
 
 def run_loop(specs: list[RunSpec], steps: int, device: torch.device) -> SideResult:
     """Every run of the grid, one after another."""
     spec = specs[0]
     dtype = DTYPES[spec.dtype]
-    build, width = reference_builder(spec, dtype, device)
+    build, width, _ = reference_builder(spec, dtype, device)
     synchronize(device)
     start = time.perf_counter()
     flatten = spec.network.kind not in IMAGE_MODELS  # as the engine: images stay (B, C, H, W)
@@ -449,7 +359,7 @@ def run_loop(specs: list[RunSpec], steps: int, device: torch.device) -> SideResu
     batches = [(b.x, b.target) for b in map(stream.batch, range(steps))]
     final, diverged = {}, {}
     for spec in specs:
-        final[spec.run_id], diverged[spec.run_id], _ = train_one(spec, build, width, batches)
+        final[spec.run_id], diverged[spec.run_id] = train_one(spec, build, width, batches)
     synchronize(device)
     return SideResult(time.perf_counter() - start, final, diverged)
 
@@ -457,23 +367,7 @@ def run_loop(specs: list[RunSpec], steps: int, device: torch.device) -> SideResu
 # ---- accounting ----------------------------------------------------------------------------
 
 
-def mlp_macs(arch: Architecture) -> tuple[int, int]:
-    """(multiply-adds of one sample's forward, those of its first layer): the MLP's weights."""
-    weights = sum(a * b for a, b in zip(arch.widths[:-1], arch.widths[1:], strict=True))
-    return weights, arch.widths[0] * arch.widths[1]
-
-
-def cnn_macs(arch: ConvArchitecture) -> tuple[int, int]:
-    """(multiply-adds of one sample's forward, those of its first layer) of the CNN: each
-    layer's weights times the positions it is applied at (valid 3×3 convolutions, 2×2 pools)."""
-    channels, height, width = arch.input_shape
-    n, (rows, cols) = arch.width, arch.feature_shape
-    first = n * channels * 9 * (height - 2) * (width - 2)
-    second = 2 * n * n * 9 * ((height - 2) // 2 - 2) * ((width - 2) // 2 - 2)
-    return first + second + 8 * n * 2 * n * rows * cols + arch.outputs * 8 * n, first
-
-
-def step_flops(macs: tuple[int, int], batch: int) -> tuple[float, float]:
+def step_flops(macs: tuple[float, float], batch: int) -> tuple[float, float]:
     """(training step of one member, one centering forward) in FLOPs; see the module doc."""
     total, first = macs
     forward = 2.0 * batch * total
@@ -534,66 +428,50 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}  device {device}  threads {torch.get_num_threads()}  "
         f"python {sys.version.split()[0]}"
     )
-    if args.model in ("mlp", "all"):
-        bench_mlp(args, repeats, device)
-    if args.model in ("cnn", "all"):
-        bench_cnn(args, repeats, device)
+    names = list(GRIDS) if args.model == "all" else [args.model]
+    with tempfile.TemporaryDirectory(prefix="bench-engine-images-") as root:
+        for name in names:
+            bench_grid(GRIDS[name], Path(root), args.quick, repeats, device)
     return 0
 
 
-def bench_mlp(args: argparse.Namespace, repeats: int, device: torch.device) -> None:
-    """The MLP grid: its description, the repeats, the rates and `speedup: X`."""
-    steps = 60 if args.quick else args.steps
-    preset_toml = PRESET_TOML.format(steps=steps, input_dim=args.input_dim)
-    preset = parse_preset(preset_toml, source="bench/engine.py")
-    specs = expand(preset)
-    arch = Architecture.of(preset.network, preset.data.input_dim, preset.data.outputs)
-    print(
-        f"grid: MLP widths {arch.widths} B={preset.train.batch_size} {preset.train.dtype}  "
-        f"gamma {preset.gamma.values()}  eta {sorted({s.eta for s in specs}, reverse=True)}  "
-        f"seeds {preset.seeds}  steps {steps}  runs {len(specs)}  "
-        f"teacher_mlp hidden={preset.data.hidden} outputs={preset.data.outputs}"
-    )
-    warm_toml = PRESET_TOML.format(steps=3, input_dim=args.input_dim)
-    flops = step_flops(mlp_macs(arch), preset.train.batch_size)
-    compare(preset_toml, warm_toml, specs, steps, flops, repeats, device, "")
-
-
-def write_images(path: Path, samples: int) -> Path:
-    """CIFAR-shaped random images with balanced random labels, as an uncompressed .npz.
+def write_images(path: Path, shape: tuple[int, int, int], samples: int) -> Path:
+    """Random images with balanced random labels, as an uncompressed .npz.
 
     N(0, 1) pixels stand in for normalized CIFAR (the npz reader keeps float32 X as is); every
     class occurs, since the reader counts classes from the largest label.
     """
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((samples, *IMAGE_SHAPE), dtype=np.float32)
+    images = rng.standard_normal((samples, *shape), dtype=np.float32)
     np.savez(path, X=images, y=rng.permutation(np.arange(samples) % CLASSES))
     return path
 
 
-def bench_cnn(args: argparse.Namespace, repeats: int, device: torch.device) -> None:
-    """The CNN grid on freshly written random images: as bench_mlp, ending `cnn speedup: X`."""
-    steps = 10 if args.quick else args.cnn_steps
-    with tempfile.TemporaryDirectory(prefix="bench-engine-images-") as root:
-        path = write_images(Path(root) / "images.npz", max(steps, 3) * CNN_BATCH).as_posix()
-        preset_toml, warm_toml = (
-            CNN_PRESET_TOML.format(width=args.cnn_width, path=path, batch=CNN_BATCH, steps=count)
-            for count in (steps, 3)
-        )
-        preset = parse_preset(preset_toml, source="bench/engine.py")
-        specs = expand(preset)
-        arch = cnn_arch(preset.network)
-        n = arch.width
-        print(
-            f"grid: CNN N={n} (conv {n}, conv {2 * n}, linear {8 * n}, readout {CLASSES}) "
-            f"{arch.parameter_count()} parameters  random {'x'.join(map(str, IMAGE_SHAPE))} "
-            f"images, {CLASSES} classes, MSE on one-hot  B={preset.train.batch_size} "
-            f"{preset.train.dtype}  gamma {preset.gamma.values()}  "
-            f"eta {sorted({s.eta for s in specs}, reverse=True)}  seeds {preset.seeds}  "
-            f"steps {steps}  runs {len(specs)}"
-        )
-        flops = step_flops(cnn_macs(arch), preset.train.batch_size)
-        compare(preset_toml, warm_toml, specs, steps, flops, repeats, device, "cnn ")
+def bench_grid(grid: Grid, root: Path, quick: bool, repeats: int, device: torch.device) -> None:
+    """One grid: its description, the repeats, the rates and its speedup line."""
+    steps = grid.quick_steps if quick else grid.steps
+    images = None
+    if grid.image is not None:
+        shape = "x".join(map(str, grid.image))
+        images = write_images(root / f"{grid.name}-{shape}.npz", grid.image, steps * grid.batch)
+    preset_toml, warm_toml = grid.preset(steps, images), grid.preset(3, images)
+    preset = parse_preset(preset_toml, source="bench/engine.py")
+    if grid.image is not None:
+        problem = image_problem(preset.network, grid.image)
+        assert not problem, problem
+    specs = expand(preset)
+    _, _, macs = reference_builder(specs[0], DTYPES[preset.train.dtype], device)
+    network = preset.network.model_dump(exclude_defaults=True)
+    data = f"random {'x'.join(map(str, grid.image))} images" if grid.image else "teacher_mlp"
+    print(
+        f"\ngrid {grid.name}: network {network}  {data}  B={preset.train.batch_size} "
+        f"{preset.train.dtype} {preset.train.optimizer}  gamma {preset.gamma.values()}  "
+        f"eta {sorted({s.eta for s in specs}, reverse=True)}  seeds {preset.seeds}  "
+        f"steps {steps}  runs {len(specs)}  {macs[0] / 1e6:.3f} M multiply-adds per sample"
+    )
+    flops = step_flops(macs, preset.train.batch_size)
+    label = "" if grid.name == "mlp" else f"{grid.name} "
+    compare(preset_toml, warm_toml, specs, steps, flops, repeats, device, label)
 
 
 def compare(
@@ -607,10 +485,9 @@ def compare(
     label: str,
 ) -> None:
     """Alternate engine and loop `repeats` times on one grid, then report the best of each and
-    the speedups (prefixed by `label`)."""
-    matmul_before = matmul_gflops(device)
+    the speedup (prefixed by `label`)."""
+    peak_before = dense_peak(device)
     warm_up(warm_toml, device)
-
     engines, trainers, loops = [], [], []
     for repeat in range(repeats):
         with LoadMeter() as engine_load:
@@ -625,27 +502,37 @@ def compare(
             f"ratio {loop.seconds / engine.seconds:.2f}  (other processes' CPU share: "
             f"{engine_load.foreign:.0%} during engine, {loop_load.foreign:.0%} during loop)"
         )
-    matmul_after = matmul_gflops(device)
+    peak_after = dense_peak(device)
+    drift = abs(peak_after / peak_before - 1) > 0.2
     print(
-        f"dense fp32 matmul 2048^3: {matmul_before:.1f} GFLOP/s before, "
-        f"{matmul_after:.1f} after"
-        + (
-            "  (NOISY MACHINE: rates drifted)"
-            if abs(matmul_after / matmul_before - 1) > 0.2
-            else ""
-        )
-        + f"; oneDNN {onednn_gflops(device)} GFLOP/s"
+        f"dense fp32 matmul peak (2048^3, best of torch.mm and oneDNN): {peak_before:.1f} "
+        f"GFLOP/s before, {peak_after:.1f} after"
+        + ("  (NOISY MACHINE: rates drifted)" if drift else "")
     )
     best = min(range(repeats), key=lambda i: engines[i].seconds)
     engine, trainer = engines[best], trainers[best]
     loop = min(loops, key=lambda r: r.seconds)
     seeds = len({spec.seed for spec in specs})
-    report(flops, seeds, steps, engine, trainer, loop)
+    rates = report(flops, seeds, steps, engine, trainer, loop)
+    peak = max(peak_before, peak_after)
+    print(
+        f"{label or 'mlp '}engine at {rates[0] / peak:.0%} of the same-run dense matmul peak "
+        f"({rates[1] / peak:.0%} in compute), loop at {rates[2] / peak:.0%}"
+    )
     print(
         f"{label}speedup excluding engine setup: "
         f"{loop.seconds / (trainer.compute_seconds + trainer.commit_seconds):.2f}"
     )
     print(f"{label}speedup: {loop.seconds / engine.seconds:.2f}")
+
+
+def dense_peak(device: torch.device) -> float:
+    """The best dense float32 matmul rate now: torch.mm, and on CPU also oneDNN's GEMM (which
+    runs AVX-512 kernels where MKL, on AMD CPUs, does not)."""
+    rate = matmul_gflops(device)
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        rate = max(rate, matmul_gflops(device, onednn=True))
+    return rate
 
 
 def report(
@@ -655,9 +542,10 @@ def report(
     engine: SideResult,
     trainer: TimedTrainer,
     loop: SideResult,
-) -> None:
+) -> tuple[float, float, float]:
     """Print each side's rates, the divergence counts and the final-loss cross-check;
-    `flops` is step_flops of the grid's model."""
+    `flops` is step_flops of the grid's model. Returns the engine's GFLOP/s (total, in
+    compute) and the loop's."""
     train_flops, center_flops = flops
     useful = sum(useful_steps(loop, steps).values())
     executed = engine_executed_steps(engine, steps, trainer.options.sync_every)
@@ -687,6 +575,11 @@ def report(
     print(
         f"final-loss cross-check over non-diverged runs: max rel diff {rel_max:.2e}, "
         f"median {rel_median:.2e}, within {AGREE:.0e} on {close}/{compared}"
+    )
+    return (
+        engine_flops / engine.seconds / 1e9,
+        engine_flops / trainer.compute_seconds / 1e9,
+        loop_flops / loop.seconds / 1e9,
     )
 
 

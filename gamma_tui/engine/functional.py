@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gamma_tui.config import NetworkConfig
+from gamma_tui.engine.host_memory import retain_freed_memory
 
 
 class MuLinear(nn.Module):
@@ -197,6 +198,7 @@ class FunctionalArchitecture:
         ones_init: bool = False,
     ) -> None:
         """`build` makes the module; `width` is N of the SGD step size N·η."""
+        self.build = build
         with torch.device("meta"):
             self.module = build()
         self.input_shape, self.width, self.depth_label = input_shape, width, depth_label
@@ -328,6 +330,8 @@ class FunctionalEnsemble(AutogradEnsemble):
     def __init__(self, arch: FunctionalArchitecture, params: list[torch.Tensor]) -> None:
         super().__init__(params)
         self.arch = arch
+        if params[0].device.type == "cpu":
+            retain_freed_memory()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         params = dict(zip(self.arch.names, self.params, strict=True))
