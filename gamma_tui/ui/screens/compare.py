@@ -124,10 +124,10 @@ class CompareScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="compare")
     def _load(self, marked: list[tuple[str, RGB]]) -> None:
-        """Analyse the marked sweeps with this thread's cache connection, if anything changed."""
+        """Analyse the marked sweeps with this thread's cache connection if their runs changed."""
         try:
             with Cache(self.gamma_app.cache_dir) as cache:
-                key = (tuple(marked), cache.data_version(), len(cache.sweeps()))
+                key = (tuple(marked), _progress_key(cache, [name for name, _ in marked]))
                 if key == self._key:
                     self._loading = False
                     return
@@ -156,3 +156,21 @@ class CompareScreen(Screen[None]):
         names = ", ".join(s.name for s in comparison.sweeps) or "none marked"
         table.border_title = f"slopes, 95% intervals (theory) · {names}"
         show_text(table, slope_table(comparison, self.size.width - 4), layout=True)
+
+
+def _progress_key(cache: Cache, names: list[str]) -> tuple[object, ...]:
+    """What changes whenever a marked sweep gains steps, a run changes state or a sweep goes.
+
+    (SQLite's data_version is per connection, and this thread opens a new one per read.)
+    """
+    known = {info.name for info in cache.sweeps()}
+    key: list[object] = []
+    for name in names:
+        if name not in known:
+            key.append((name, None))
+            continue
+        runs = cache.runs(name)
+        key.append(
+            (name, len(runs), sum(r.steps_done for r in runs), sorted(r.state for r in runs))
+        )
+    return tuple(key)
