@@ -645,24 +645,33 @@ def compare(
 
 @app.command()
 def report(
-    sweep: SweepArgument,
+    sweeps: Annotated[
+        list[str],
+        typer.Argument(help="A sweep name from `ls` or a preset path; several compare them."),
+    ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
     cache: CacheOption = None,
     step: StepOption = None,
     window: WindowOption = None,
 ) -> None:
-    """Write the paper's figures (PNG and SVG) and a markdown summary of SWEEP to a directory."""
+    """Write the paper's figures (PNG and SVG) and a markdown summary of SWEEP to a directory;
+    with several sweeps, their comparison figure and table (compare.png/.svg, compare.md)."""
     from gamma_tui.config import PresetError
 
     with user_errors():
         try:
+            from gamma_tui.compare_figures import write_compare_report
             from gamma_tui.figures import write_report
         except ImportError as error:
             raise PresetError(
                 f"`report` needs matplotlib ({error}); install it with: pip install -e '.[report]'"
             ) from None
         store = open_cache(cache)
-        written = write_report(store, _resolve(store, sweep), output, step=step, window=window)
+        names = [_resolve(store, sweep) for sweep in sweeps]
+        if len(names) == 1:
+            written = write_report(store, names[0], output, step=step, window=window)
+        else:
+            written = write_compare_report(store, names, output, step=step, window=window)
     for path in written:
         err.print(f"wrote {path}")
 

@@ -128,3 +128,22 @@ def test_cli_bad_input_is_one_message_and_exit_2(
     assert done.exit_code == 2
     assert message in done.stderr and "Traceback" not in done.output
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_report_of_several_sweeps_writes_the_figure_and_table(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "report"
+    done = CliRunner().invoke(
+        app, ["report", SWEEP, "coarse-L3", "empty-L3", "--cache", str(cache_dir), "-o", str(out)]
+    )
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in out.iterdir()) == ["compare.md", "compare.png", "compare.svg"]
+    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+    assert b"<svg" in (out / "compare.svg").read_bytes()[:2000]
+    table = (out / "compare.md").read_text()
+    summary = summary_of(cache_dir, SWEEP, "coarse-L3", "empty-L3")
+    rich = summary["sweeps"][1]["eta_star"]["rich"]["slope"]
+    assert "| coarse-L3 | 3 | sgd |" in table and f"{rich:.2f} ±" in table
+    assert "| empty-L3 | 3 | sgd | 0/" in table

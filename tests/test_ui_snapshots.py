@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Static
 
 from gamma_tui.ui.app import GammaApp
 from gamma_tui.ui.screens.collapse import CollapseScreen
+from gamma_tui.ui.screens.compare import CompareScreen
 from gamma_tui.ui.screens.dashboard import DashboardScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -88,11 +89,23 @@ async def help_loaded(pilot: Pilot[None]) -> None:
     await pilot.press("question_mark")
 
 
+async def compare_loaded(pilot: Pilot[None]) -> None:
+    """Both demo sweeps marked in the browser (space), then the compare screen (5)."""
+    await browser_loaded(pilot)
+    await pilot.press("space", "down", "space", "5")
+    app = pilot.app
+    assert isinstance(app, GammaApp)
+    screen = app.get_screen("compare")
+    assert isinstance(screen, CompareScreen)
+    await until(pilot, lambda: screen.comparison is not None and len(screen.comparison.sweeps) == 2)
+
+
 CASES: dict[str, tuple[str, Callable[[Pilot[None]], Awaitable[None]]]] = {
     "launcher": ("launcher", launcher_loaded),
     "dashboard": ("dashboard", dashboard_loaded),
     "collapse": ("collapse", collapse_loaded),
     "browser": ("browser", browser_loaded),
+    "compare": ("browser", compare_loaded),
 }
 
 

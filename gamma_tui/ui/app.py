@@ -1,4 +1,4 @@
-"""The app: a router over four screens, the cache watcher, and the sweeps it started.
+"""The app: a router over five screens, the cache watcher, and the sweeps it started.
 
 Data flows one way: the watcher thread reads the cache and posts catalogs and snapshots; the
 handlers here keep the latest of each and hand them to the screens, which only draw. Training
@@ -21,17 +21,20 @@ from textual.screen import Screen
 
 from gamma_tui.cache import Cache, CacheError
 from gamma_tui.config import Preset
+from gamma_tui.ui.canvas import RGB
+from gamma_tui.ui.compare_view import SWEEP_COLORS
 from gamma_tui.ui.data import Catalog, SweepSnapshot
 from gamma_tui.ui.launch import Driver, find_presets, start_driver, write_edited
 from gamma_tui.ui.messages import CacheEvent, CatalogUpdated, SnapshotUpdated, SweepGone
 from gamma_tui.ui.screens.browser import BrowserScreen
 from gamma_tui.ui.screens.collapse import CollapseScreen
+from gamma_tui.ui.screens.compare import CompareScreen
 from gamma_tui.ui.screens.dashboard import DashboardScreen
 from gamma_tui.ui.screens.dialogs import HelpScreen, QuitScreen
 from gamma_tui.ui.screens.launcher import LauncherScreen
 from gamma_tui.ui.watcher import CacheWatcher
 
-SCREENS = ("launcher", "dashboard", "collapse", "browser")
+SCREENS = ("launcher", "dashboard", "collapse", "browser", "compare")
 """Screen names, in the order of their number keys."""
 
 DEFAULT_PRESET = Path("presets/quickstart.toml")
@@ -48,6 +51,7 @@ class GammaApp(App[None]):
         Binding("2", "show('dashboard')", "dashboard"),
         Binding("3", "show('collapse')", "collapse"),
         Binding("4", "show('browser')", "runs"),
+        Binding("5", "show('compare')", "compare"),
         Binding("question_mark", "help", "help"),
         Binding("q", "quit", "quit"),
         Binding("ctrl+q", "quit", "quit", show=False, priority=True),
@@ -80,6 +84,8 @@ class GammaApp(App[None]):
         """Driver processes this app started, by sweep."""
         self.watcher = CacheWatcher(self, self.cache_dir, poll_seconds)
         """The background thread that reads the cache."""
+        self.marked: dict[str, RGB] = {}
+        """Sweeps marked for the compare screen, in marking order, with their colours."""
         self._navigated = start_screen is not None
         self._screens: dict[str, Screen[None]] = {}
 
@@ -93,6 +99,7 @@ class GammaApp(App[None]):
             "dashboard": DashboardScreen(),
             "collapse": CollapseScreen(),
             "browser": BrowserScreen(),
+            "compare": CompareScreen(),
         }
         for name, screen in self._screens.items():
             self.install_screen(screen, name)
@@ -116,7 +123,7 @@ class GammaApp(App[None]):
         await super().on_event(event)
 
     def action_show(self, name: str) -> None:
-        """Switch to one of the four screens."""
+        """Switch to one of the five screens."""
         self._navigated = True
         while len(self.screen_stack) > 1 and self.screen.id not in SCREENS:
             self.pop_screen()
@@ -177,6 +184,19 @@ class GammaApp(App[None]):
             self.current_sweep = name
             self.snapshot = None
         self.watcher.focus(name, step)
+
+    def toggle_mark(self, name: str) -> bool:
+        """Mark a sweep for comparing (or unmark it); returns whether it is marked now.
+
+        A sweep gets the first colour no other marked sweep has, and keeps it while marked.
+        """
+        if name in self.marked:
+            del self.marked[name]
+            return False
+        taken = set(self.marked.values())
+        free = [c for c in SWEEP_COLORS if c not in taken]
+        self.marked[name] = free[0] if free else SWEEP_COLORS[len(self.marked) % len(SWEEP_COLORS)]
+        return True
 
     def open_sweep(self, name: str) -> None:
         """Show a sweep in the dashboard."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from textual.widgets import DataTable, Footer, Input
 from gamma_tui.cache import Cache, CacheError, RunInfo, SweepInfo
 from gamma_tui.config import sweep_depth_label
 from gamma_tui.ui.canvas import short_number
+from gamma_tui.ui.compare_view import color_style
 from gamma_tui.ui.data import Catalog
 from gamma_tui.ui.messages import RunsLoaded
 from gamma_tui.ui.screens.dialogs import ConfirmScreen
@@ -58,6 +60,7 @@ class BrowserScreen(Screen[None]):
         Binding("S", "reverse", "reverse", show=False),
         Binding("d", "delete", "delete"),
         Binding("e", "export", "export CSV"),
+        Binding("space", "mark", "mark (compare: 5)"),
         Binding("escape", "leave_filter", show=False),
     ]
 
@@ -113,13 +116,20 @@ class BrowserScreen(Screen[None]):
         rows = [r for r in rows if not needle or any(needle in v.lower() for v in r.values())]
         rows.sort(key=self._sort_value, reverse=self.descending)
         self._shown = [r["sweep"] for r in rows]
+        marked = self.gamma_app.marked
         for row in rows:
-            table.add_row(*row.values(), key=row["sweep"])
+            cells: list[str | Text] = list(row.values())
+            color = marked.get(row["sweep"])
+            if color is not None:  # a marked sweep shows its compare colour
+                cells[0] = Text("● " + row["sweep"], style="bold " + color_style(color))
+            table.add_row(*cells, key=row["sweep"])
         if current in self._shown:
             table.move_cursor(row=self._shown.index(current))
         table.border_subtitle = f"{len(rows)} sweep(s) · sorted by {self.sort_key}" + (
             " ↓" if self.descending else " ↑"
         )
+        if marked:
+            table.border_subtitle = f"{len(marked)} marked (5 compares) · " + table.border_subtitle
         if catalog is not None:
             table.border_title = f"sweeps in {catalog.cache_root}"
         self._load_runs(self.highlighted())
@@ -208,6 +218,14 @@ class BrowserScreen(Screen[None]):
         sweep = self.highlighted()
         if sweep is not None:
             self.gamma_app.open_sweep(sweep)
+
+    def action_mark(self) -> None:
+        """Mark the highlighted sweep for the compare screen (space again unmarks it)."""
+        sweep = self.highlighted()
+        if sweep is None:
+            return
+        self.gamma_app.toggle_mark(sweep)
+        self.apply_catalog(self.gamma_app.catalog)
 
     def action_export(self) -> None:
         """Export the highlighted sweep to CSV."""
