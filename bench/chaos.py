@@ -8,7 +8,9 @@ and kills one of its workers, the whole process group (driver and workers) or th
 alone (its orphaned workers a moment later), or starts `python -m gamma_tui.engine` workers
 directly with a fast commit cadence (so kills often land inside SQLite commits) and kills
 one or both. The moment is drawn uniformly from the start of the round, so kills land in
-start-up, in training, in commits and in checkpoint writes. Rounds repeat until at least
+start-up, in training, in commits and in checkpoint writes; in half the kills it is drawn
+from the moment the worker first holds runs instead (within a second), so that kills land
+in training on a machine where start-up alone outlasts `--max-delay`. Rounds repeat until at least
 `--kills` workers were killed; if the sweep finishes first, `train.steps` grows and the
 chaos continues on the extensions. A last `gamma-tui run` without kills must finish the
 sweep (exit 0), and one more must train nothing.
@@ -306,16 +308,23 @@ def driver_round(
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    # half the rounds kill a moment after a worker holds runs: on a slow or loaded machine
+    # start-up (importing torch) can outlast max_delay, and no kill would land in training
+    training = rng.random() < 0.5
     delay = rng.uniform(0.0, setup.max_delay)
     deadline = time.monotonic() + delay
     engines: list[int] = []
-    while time.monotonic() < deadline or not engines:
+    while time.monotonic() < deadline or not engines or training:
         if driver.poll() is not None:  # finished before the kill
             stderr = driver.stderr.read().decode(errors="replace") if driver.stderr else ""
             if driver.returncode != 0:
                 report.problems.append(f"driver exited {driver.returncode}: {stderr[-300:]}")
             return driver.returncode
         engines = [p for p in descendants(driver.pid) if is_engine(p)]
+        if training and any(holds_runs(cache, p) for p in engines):
+            training = False
+            delay = rng.uniform(0.0, 1.0)
+            deadline = time.monotonic() + delay
         time.sleep(0.02)
     engines = [p for p in descendants(driver.pid) if is_engine(p)]
     report.modes[mode] += 1
@@ -381,6 +390,13 @@ def direct_round(
     moments = sorted(rng.uniform(0.0, setup.max_delay - 1.0) for _ in victims)
     for victim, moment in zip(victims, moments, strict=True):
         time.sleep(max(0.0, started + moment - time.monotonic()))
+        if rng.random() < 0.5:  # a moment after it holds runs (see driver_round)
+            waited = time.monotonic() + 120.0
+            while not holds_runs(cache, victim.pid) and victim.poll() is None:
+                if time.monotonic() > waited:
+                    break
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 1.0))
         holding = holds_runs(cache, victim.pid)
         hit = kill([victim.pid])
         report.worker_kills += len(hit)

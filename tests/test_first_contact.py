@@ -15,7 +15,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_help_imports_neither_numpy_nor_pydantic() -> None:
-    """--help's budget (0.3 s, measured in the README) leaves no room for numpy or pydantic."""
+    """--help's budget (0.3 s in the design) leaves no room for numpy or pydantic."""
     code = (
         "import sys; from typer.testing import CliRunner; from gamma_tui.cli import app; "
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "

@@ -89,6 +89,20 @@ def train(store: Cache, text: str, owner: str = "test", options: TrainerOptions 
     return specs
 
 
+def assert_within_rounding(
+    cache: Path, reference: Path, sweep: str, floor: Path | None = None
+) -> None:
+    """The chaos check (bench/chaos.py `compare`): exact counts, curves within rounding.
+
+    Runs trained in other ensembles than the reference round differently on some CPUs, so
+    their curves are compared against the noise floor of `floor` (the same sweep trained in
+    another composition). Without one the floor is zero and TOLERANCE alone applies, which
+    is enough for up to ~1000 steps (a one-ulp kick stays below 3e-5 that long).
+    """
+    found = load_chaos().compare(cache, reference, floor or reference, sweep)
+    assert found.ok, found.summary()
+
+
 def load_chaos():
     """bench/chaos.py as a module."""
     spec = importlib.util.spec_from_file_location("chaos", ROOT / "bench" / "chaos.py")
@@ -432,16 +446,28 @@ def test_two_overlapping_sweeps_and_a_reader(tmp_path: Path) -> None:
     assert len(reader.latencies) > 20  # the reader kept reading while both trained
     # one holder per run over the whole test: no run was ever trained by two workers
     assert all(len(owners) == 1 for owners in reader.owners.values()), reader.owners
-    reference = tmp_path / "reference"
-    done = cli("run", str(SMOKE), *steps[:2], *wide, "--device", "cpu", "-q", cache=reference)
-    assert done.returncode == 0, done.stderr
+    reference, floor = tmp_path / "reference", tmp_path / "floor"
+    for where, workers in ((reference, "1"), (floor, "2")):  # the floor: other ensembles
+        done = cli(
+            "run",
+            str(SMOKE),
+            *steps[:2],
+            *wide,
+            "--device",
+            "cpu",
+            "-q",
+            "--workers",
+            workers,
+            cache=where,
+        )
+        assert done.returncode == 0, done.stderr
     with Cache(cache) as store:
         assert len(store.runs("smoke")) == 32 and len(store.runs("smoke-wide")) == 40
         assert len(store.runs()) == 40
         assert all(r.status in ("done", "diverged") for r in store.runs())
         for run in store.runs():
             assert run.steps_done == (8000 if run.status == "done" else run.diverged_step + 1)
-    assert curves(cache) == curves(reference)
+    assert_within_rounding(cache, reference, "smoke-wide", floor)
     print(
         f"reader: {len(reader.latencies)} reads, max {max(reader.latencies) * 1000:.0f} ms, "
         f"median {sorted(reader.latencies)[len(reader.latencies) // 2] * 1000:.1f} ms; "
@@ -516,7 +542,8 @@ def test_disk_full_while_registering_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_disk_full_while_training_leaves_a_consistent_cache(tmp_path: Path) -> None:
-    """The worker dies on ENOSPC; what was committed stays consistent and resumes bitwise."""
+    """The worker dies on ENOSPC; what was committed stays consistent and resumes (within
+    rounding of an uninterrupted run: the resumed runs train in other ensembles)."""
     cache = tmp_path / "disk" / "runs"
     args = ("run", str(SMOKE), "--set", "train.steps=3000", "--device", "cpu", "-q")
     short_leases = {"GAMMA_TUI_LEASE_SECONDS": "3"}  # the dying worker may keep its leases
@@ -535,10 +562,10 @@ def test_disk_full_while_training_leaves_a_consistent_cache(tmp_path: Path) -> N
         disk.resize("64m")
         again = cli(*args, cache=cache, env=short_leases)
         assert again.returncode == 0, again.stderr
-        resumed = curves(cache)
-    reference = cli(*args, cache=tmp_path / "reference")
-    assert reference.returncode == 0, reference.stderr
-    assert resumed == curves(tmp_path / "reference")
+        for name, workers in (("reference", "1"), ("floor", "2")):  # the floor: other ensembles
+            done = cli(*args, "--workers", workers, cache=tmp_path / name)
+            assert done.returncode == 0, done.stderr
+        assert_within_rounding(cache, tmp_path / "reference", "smoke", tmp_path / "floor")
 
 
 def test_disk_full_while_training_says_so(tmp_path: Path) -> None:
@@ -712,7 +739,7 @@ def test_corrupt_checkpoint_restarts_the_run_instead_of_failing(tmp_path: Path) 
     done = cli(*base, "train.steps=100", cache=cache)
     assert done.returncode == 0 and no_traceback(done), done.stderr
     assert cli(*base, "train.steps=100", cache=tmp_path / "ref").returncode == 0
-    assert curves(cache) == curves(tmp_path / "ref")
+    assert_within_rounding(cache, tmp_path / "ref", "smoke")  # retrained in other ensembles
 
 
 TRAVERSALS = ["../x", "/etc/passwd", "a/b", "..", "x/../../y", "~root", "a\\b", "-rf"]
