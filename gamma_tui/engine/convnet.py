@@ -280,7 +280,11 @@ def _use_onednn(x: torch.Tensor) -> bool:
     it fuses bias and ReLU into the product and ran twice as fast as torch's default GEMM
     (see parameterization._use_onednn)."""
     cpu32 = x.device.type == "cpu" and x.dtype == torch.float32
-    return cpu32 and torch.backends.mkldnn.is_available() and not torch.compiler.is_compiling()
+    return cpu32 and _ONEDNN and not torch.compiler.is_compiling()
+
+
+_ONEDNN = torch.backends.mkldnn.is_available()
+"""Read once: dynamo refuses to trace the query, which would break a compiled step's graph."""
 
 
 def _linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
