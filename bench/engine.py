@@ -461,7 +461,10 @@ def bench_grid(grid: Grid, root: Path, quick: bool, repeats: int, device: torch.
         assert not problem, problem
     specs = expand(preset)
     _, _, macs = reference_builder(specs[0], DTYPES[preset.train.dtype], device)
-    network = preset.network.model_dump(exclude_defaults=True)
+    net = preset.network
+    network = f"{net.kind} N={net.width} depth={net.depth} bias={net.bias}"
+    if net.kind == "vit":
+        network += f" heads={net.heads} patch={net.patch}"
     data = f"random {'x'.join(map(str, grid.image))} images" if grid.image else "teacher_mlp"
     print(
         f"\ngrid {grid.name}: network {network}  {data}  B={preset.train.batch_size} "

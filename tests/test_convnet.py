@@ -130,3 +130,23 @@ def test_sgd_step_moves_every_parameter_by_minus_its_gradient() -> None:
     model.sgd_step(x, ctx, grad_out)
     for moved, start, grad in zip(model.params, params, grads, strict=True):
         torch.testing.assert_close(moved, start - grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow  # torch.compile takes seconds to compile on CPU
+def test_compiled_cnn_step_is_one_graph_and_trains_like_the_eager_one(tmp_path: Path) -> None:
+    from torch._dynamo.utils import counters
+
+    text = image_preset(tmp_path)
+    curves = {}
+    for compiled in (False, True):
+        options = TrainerOptions(torch.device("cpu"), commit_seconds=0.0, compile_step=compiled)
+        with Cache(tmp_path / f"runs-{compiled}") as cache:
+            specs = register(cache, parse_preset(text), text)
+            breaks = sum(counters["graph_break"].values())
+            for key in {s.shard_key for s in specs}:
+                shard = [s.run_id for s in specs if s.shard_key == key]
+                ShardTrainer(cache, "t", options).train(shard)
+            assert sum(counters["graph_break"].values()) == breaks
+            curves[compiled] = {k: v.loss for k, v in cache.curves().items()}
+    for run_id, eager in curves[False].items():
+        np.testing.assert_allclose(curves[True][run_id], eager, rtol=1e-4, atol=1e-7)
