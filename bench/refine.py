@@ -1,6 +1,6 @@
 """Refined coarse grid against the dense grid: η*(γ) deviations, slopes and run-steps spent.
 
-    python bench/refine.py DENSE_CACHE DENSE_SWEEP REFINED_CACHE REFINED_SWEEP
+    python bench/refine.py DENSE_CACHE DENSE_SWEEP REFINED_CACHE REFINED_SWEEP [MAX_RUNS]
 
 Both sweeps are trained beforehand, each into its own cache (so the refined one cannot reuse
 the dense one's runs), e.g. for the issue's measurement:
@@ -13,23 +13,83 @@ Prints per γ the two η* and their difference in decades, the lazy and rich slo
 η_div with their 95% intervals, whether they agree within the intervals, the runs of each
 sweep and the run-steps they trained (a diverged run counts the steps it made, a skipped one
 none) with the ratio refined/dense.
+
+With MAX_RUNS, the refinement is replayed with that cap instead of the one it ran with: the
+same `propose`/`round_specs` rounds from the grid on, each reading only the runs the capped
+sweep would have had, all of which the uncapped sweep trained (a capped round is a prefix of
+the uncapped one's). Nothing is trained; the analysis and run-steps are those of that subset.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 
+from gamma_tui.analysis import EtaPoint, RegimeFits, eta_div, eta_star, fit_regimes, loss_grid
 from gamma_tui.cache import Cache
-from gamma_tui.report import SweepAnalysis, analyze
+from gamma_tui.config import Preset, expand
+from gamma_tui.refine import propose, round_specs
+from gamma_tui.report import analyze
+from gamma_tui.results import run_curves
 
 
-def run_steps(cache: Cache, sweep: str) -> int:
-    """Steps trained over the sweep's runs."""
-    return sum(r.steps_done for r in cache.runs(sweep))
+@dataclass(frozen=True)
+class Measured:
+    """What the comparison needs of one sweep (or replayed subset)."""
+
+    stars: list[EtaPoint]
+    star_fit: RegimeFits
+    div_fit: RegimeFits
+    runs: int
+    run_steps: int
 
 
-def slope_line(name: str, dense: SweepAnalysis, refined: SweepAnalysis) -> str:
+def measured(cache: Cache, sweep: str) -> Measured:
+    """A trained sweep as it is."""
+    result = analyze(cache, sweep)
+    steps = sum(r.steps_done for r in cache.runs(sweep))
+    return Measured(result.stars, result.star_fit, result.div_fit, len(result.runs), steps)
+
+
+def replayed(cache: Cache, sweep: str, max_runs: int) -> Measured:
+    """The refined sweep as it would have been with `max_runs` (see the module docstring)."""
+    info = cache.sweep(sweep)
+    preset = Preset.model_validate(info.config)
+    assert preset.refine is not None, f"{sweep} has no [refine] table"
+    preset = preset.model_copy(
+        update={"refine": preset.refine.model_copy(update={"max_runs": max_runs})}
+    )
+    infos = cache.runs(sweep)
+    by_key = {(f"{r.gamma:.12g}", f"{r.eta:.12g}", r.seed): r for r in infos}
+    curves = dict(zip([r.run_id for r in infos], run_curves(cache, infos, info.steps), strict=True))
+    chosen = [by_key[(f"{s.gamma:.12g}", f"{s.eta:.12g}", s.seed)] for s in expand(preset)]
+    while True:
+        proposal = propose(preset, [curves[r.run_id] for r in chosen])
+        added = round_specs(preset, proposal, max_runs - len(chosen))
+        if not added:
+            break
+        chosen += [by_key[(f"{s.gamma:.12g}", f"{s.eta:.12g}", s.seed)] for s in added]
+    depth, optimizer = result_law(info.config)
+    grid = loss_grid([curves[r.run_id] for r in chosen], float(info.steps), preset.analysis.window)
+    stars, edges = eta_star(grid), eta_div(grid)
+    return Measured(
+        stars,
+        fit_regimes(stars, depth=depth, optimizer=optimizer),
+        fit_regimes(edges, depth=depth, optimizer=optimizer),
+        len(chosen),
+        sum(r.steps_done for r in chosen),
+    )
+
+
+def result_law(config: dict) -> tuple[int, str]:
+    """The sweep's L and optimizer, as `fit` reads them."""
+    from gamma_tui.config import sweep_depth_label, sweep_optimizer
+
+    return sweep_depth_label(config), sweep_optimizer(config)
+
+
+def slope_line(name: str, dense: Measured, refined: Measured) -> str:
     """Lazy and rich slopes of both, and whether each pair agrees within the intervals."""
     parts = []
     for regime in ("lazy", "rich"):
@@ -49,11 +109,21 @@ def slope_line(name: str, dense: SweepAnalysis, refined: SweepAnalysis) -> str:
     return f"{name} slopes: " + "; ".join(parts)
 
 
-def main(dense_cache: str, dense_sweep: str, refined_cache: str, refined_sweep: str) -> None:
+def main(
+    dense_cache: str,
+    dense_sweep: str,
+    refined_cache: str,
+    refined_sweep: str,
+    max_runs: str | None = None,
+) -> None:
     """Print the comparison."""
     with Cache(dense_cache) as dc, Cache(refined_cache) as rc:
-        dense, refined = analyze(dc, dense_sweep), analyze(rc, refined_sweep)
-        dense_steps, refined_steps = run_steps(dc, dense_sweep), run_steps(rc, refined_sweep)
+        dense = measured(dc, dense_sweep)
+        if max_runs is None:
+            refined = measured(rc, refined_sweep)
+        else:
+            refined = replayed(rc, refined_sweep, int(max_runs))
+    dense_steps, refined_steps = dense.run_steps, refined.run_steps
     print(f"{'γ':>9} {'η* dense':>10} {'η* refined':>10} {'Δ dec':>7} {'± refined':>9}")
     worst = 0.0
     refined_at = {round(math.log10(p.gamma), 6): p for p in refined.stars}
@@ -72,12 +142,12 @@ def main(dense_cache: str, dense_sweep: str, refined_cache: str, refined_sweep: 
     print(slope_line("η*", dense, refined))
     print(slope_line("η_div", dense, refined))
     print(
-        f"runs: dense {len(dense.runs)}, refined {len(refined.runs)}; run-steps: dense "
+        f"runs: dense {dense.runs}, refined {refined.runs}; run-steps: dense "
         f"{dense_steps:,}, refined {refined_steps:,} (ratio {refined_steps / dense_steps:.3f})"
     )
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
     main(*sys.argv[1:])
