@@ -70,6 +70,9 @@ def replayed(cache: Cache, sweep: str, max_runs: int) -> Measured:
         if not added:
             break
         chosen += [by_key[(f"{s.gamma:.12g}", f"{s.eta:.12g}", s.seed)] for s in added]
+    unfinished = [r for r in chosen if r.status not in ("done", "diverged", "skipped")]
+    if unfinished:
+        print(f"warning: {len(unfinished)} of the replayed runs are not finished yet")
     depth, optimizer = result_law(info.config)
     grid = loss_grid([curves[r.run_id] for r in chosen], float(info.steps), preset.analysis.window)
     stars, edges = eta_star(grid), eta_div(grid)
