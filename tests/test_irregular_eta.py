@@ -128,3 +128,20 @@ def test_budget_edge_and_collapse_accept_irregular_eta() -> None:
     ]
     collapse = fit_collapse_k(picked)
     assert collapse.ok and collapse.k == pytest.approx(1.0, abs=0.1)
+
+
+def test_heatmap_rows_put_refined_cells_at_their_true_eta() -> None:
+    from gamma_tui.ui.data import heat_layout
+
+    runs = [flat(1.0, 10.0**x, 0, 1.0) for x in (-2.0, -1.0, 0.0)]
+    runs += [flat(1.0, 10.0**x, 0, 1.0) for x in (-1.25, -1.125, -0.875)]  # refined around -1
+    runs += [flat(10.0, 10.0**x, 0, 1.0) for x in (-1.5, -0.5)]  # another γ, other η
+    layout = heat_layout(loss_grid(runs))
+    assert layout.row_step == pytest.approx(0.125)
+    rows = {
+        round(math.log10(e), 3): int(r) for e, r in zip(layout.etas, layout.row_of_eta, strict=True)
+    }
+    for x, row in rows.items():
+        assert layout.row_center(row) == pytest.approx(x, abs=1e-9)  # every cell sits at its own η
+    assert len(set(rows.values())) == len(rows)
+    assert layout.rows_of(0) == sorted(rows[x] for x in (-2.0, -1.25, -1.125, -1.0, -0.875, 0.0))

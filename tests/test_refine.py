@@ -200,3 +200,19 @@ def test_bad_refine_tables_are_preset_errors(bad: str) -> None:
 
     with pytest.raises(PresetError, match="refine"):
         parse_preset(PRESET.replace("eta_precision = 0.05", bad))
+
+
+def test_dry_run_says_what_refinement_may_add(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from gamma_tui.cli import app
+
+    preset = tmp_path / "refine-test.toml"
+    preset.write_text(PRESET)
+    done = CliRunner().invoke(
+        app, ["run", str(preset), "--cache", str(tmp_path / "runs"), "--dry-run"]
+    )
+    assert done.exit_code == 0, done.output
+    most, cap = estimate(parse_preset(PRESET))
+    assert f"refinement (eta_precision 0.05 decades): up to {most:,} more runs" in done.stdout
+    assert f"max_runs {cap:,}" in done.stdout
