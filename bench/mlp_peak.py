@@ -96,9 +96,9 @@ def train_grid(steps: int) -> tuple[float, float, int, int]:
     class Counting(ShardTrainer):
         def _run_steps(self, *args, **kwargs):  # type: ignore[no-untyped-def]
             nonlocal executed
-            losses, evals = super()._run_steps(*args, **kwargs)
+            losses, evals, measured = super()._run_steps(*args, **kwargs)
             executed += losses.numel()
-            return losses, evals
+            return losses, evals, measured
 
     text = PRESET.format(steps=steps)
     specs = expand(parse_preset(text))
