@@ -324,8 +324,8 @@ def worker_threads(workers: int) -> int:
 
     OpenMP threads that outnumber the free cores wait at every parallel region for a thread
     the scheduler has parked behind another process: with one busy process on the other
-    core of two, two threads took the quickstart from 19 s to 42 s, where one thread per
-    free core loses only that core's share (numbers in bench/contention.py's docstring).
+    core of two, two threads took the quickstart from 19 s to 42 s (issue 12); one thread
+    per free core avoids that wait (measured in bench/contention.py).
     """
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cpus = allowed or os.cpu_count() or 1
