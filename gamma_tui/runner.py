@@ -349,8 +349,8 @@ def start_workers(
 
 
 THREADS_ENV = "GAMMA_TUI_THREADS"
-"""Torch threads per local worker: 'auto' (the default: the CPUs other processes leave free,
-shared out), 'all' (every CPU this process may use, shared out) or a number."""
+"""Torch threads per local worker: 'all' (the default: every CPU this process may use, shared
+out), 'auto' (the CPUs other processes leave free, shared out) or a number."""
 
 
 def worker_threads(workers: int) -> int:
@@ -358,12 +358,12 @@ def worker_threads(workers: int) -> int:
 
     OpenMP threads that outnumber the free cores wait at every parallel region for a thread
     the scheduler has parked behind another process: with one busy process on the other
-    core of two, two threads took the quickstart from 19 s to 42 s, where one thread per
-    free core loses only that core's share (numbers in bench/contention.py's docstring).
+    core of two, two threads took the quickstart from 19 s to 42 s (issue 12); one thread
+    per free core avoids that wait (measured in bench/contention.py).
     """
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cpus = allowed or os.cpu_count() or 1
-    choice = os.environ.get(THREADS_ENV, "auto").strip().lower()
+    choice = os.environ.get(THREADS_ENV, "all").strip().lower()
     if choice.isdigit() and int(choice) > 0:
         return int(choice)
     if choice == "auto":
