@@ -289,7 +289,7 @@ def start_workers(
 ) -> WorkerPool:
     """Start up to `workers` engine processes, dealing the shards out round-robin."""
     workers = max(1, min(workers, len(shards)))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(workers)
     log_dir = cache_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     pool = WorkerPool()
@@ -312,6 +312,61 @@ def start_workers(
             )
         pool.logs.append(log)
     return pool
+
+
+THREADS_ENV = "GAMMA_TUI_THREADS"
+"""Torch threads per local worker: 'auto' (the default: the CPUs other processes leave free,
+shared out), 'all' (every CPU this process may use, shared out) or a number."""
+
+
+def worker_threads(workers: int) -> int:
+    """Torch CPU threads for each of `workers` local workers, by GAMMA_TUI_THREADS.
+
+    OpenMP threads that outnumber the free cores wait at every parallel region for a thread
+    the scheduler has parked behind another process: with one busy process on the other
+    core of two, two threads took the quickstart from 19 s to 42 s (issue 12); one thread
+    per free core avoids that wait (measured in bench/contention.py).
+    """
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cpus = allowed or os.cpu_count() or 1
+    choice = os.environ.get(THREADS_ENV, "auto").strip().lower()
+    if choice.isdigit() and int(choice) > 0:
+        return int(choice)
+    if choice == "auto":
+        cpus -= busy_cpus()
+    return max(1, cpus // workers)
+
+
+def busy_cpus(seconds: float = 0.25) -> int:
+    """CPUs (of those this process may use) that other processes keep busy, rounded: the
+    non-idle share of each CPU's time over `seconds`, from /proc/stat; 0 where that file
+    does not exist. This process sleeps meanwhile, so it is not counted."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    first = _cpu_jiffies()
+    if not first:
+        return 0
+    time.sleep(seconds)
+    second = _cpu_jiffies()
+    busy = 0.0
+    for cpu, (idle, total) in second.items():
+        if cpu in first and (allowed is None or cpu in allowed):
+            elapsed = total - first[cpu][1]
+            busy += 1.0 - (idle - first[cpu][0]) / elapsed if elapsed > 0 else 0.0
+    return round(busy)
+
+
+def _cpu_jiffies() -> dict[int, tuple[int, int]]:
+    """(idle + iowait, total) jiffies of each CPU, from /proc/stat ({} where it is missing)."""
+    try:
+        with open("/proc/stat") as stat:
+            lines = [line.split() for line in stat if line.startswith("cpu") and line[3] != " "]
+    except OSError:
+        return {}
+    jiffies = {}
+    for fields in lines:
+        values = [int(v) for v in fields[1:9]]
+        jiffies[int(fields[0][3:])] = (values[3] + values[4], sum(values))
+    return jiffies
 
 
 def worker_command(

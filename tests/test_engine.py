@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -196,3 +197,76 @@ def test_each_gpu_worker_sees_one_device(monkeypatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert worker_environment("cuda", 2, 4)["CUDA_VISIBLE_DEVICES"] == "2"
     assert "CUDA_VISIBLE_DEVICES" not in worker_environment("cpu", 1, 2)
+
+
+def test_diverged_member_leaves_the_ensemble_at_its_step(cache: Cache) -> None:
+    """On the CPU a member's divergence ends the loss window at once, so the ensemble stops
+    computing it there, not at the next loss read; its curve ends at the same step."""
+    text = tiny_preset_text(
+        eta={"scale": "absolute", "min": 1e6, "max": 1e6}, gamma={"min": 1, "max": 1}
+    )
+    preset = parse_preset(text)
+    specs = register(cache, preset, text)
+    trainer = ShardTrainer(cache, "test", CPU)
+    windows = []
+    original = trainer._run_steps
+
+    def recording(model, active, start, stop):  # type: ignore[no-untyped-def]
+        losses, evals = original(model, active, start, stop)
+        windows.append((len(active), start, stop, losses.shape[1]))
+        return losses, evals
+
+    trainer._run_steps = recording  # type: ignore[method-assign]
+    trainer.train([s.run_id for s in specs])
+    runs = cache.runs()
+    assert all(r.status == "diverged" for r in runs)
+    last = max(r.diverged_step for r in runs)
+    assert last + 1 < CPU.sync_every  # the test is about stopping before the first read
+    assert sum(size * ran for size, _, _, ran in windows) == sum(r.steps_done for r in runs)
+    assert all(stop == CPU.sync_every for _, _, stop, _ in windows)  # the window's end stays
+
+
+def test_cuda_graphs_are_refused_off_cuda() -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        TrainerOptions(torch.device("cpu"), cuda_graphs=True)
+    assert TrainerOptions(torch.device("cpu"), compile_step=True).compile_mode == "default"
+    assert TrainerOptions(torch.device("cpu")).compile_mode is None
+
+
+def test_families_satisfy_the_protocols(tmp_path) -> None:
+    """Each family builds ensembles with the interface family.py writes down; only the
+    autograd ones hand out raw gradients."""
+    from gamma_tui.engine.family import GradientEnsemble
+    from gamma_tui.engine.trainer import functional_mlp, model_family
+
+    spec = expand(parse_preset(tiny_preset_text()))[0]
+    stream = make_stream(spec.data, 8, "mse", torch.float64, torch.device("cpu"))
+    fast = model_family(spec.network, stream)
+    for family in (fast, functional_mlp(fast)):
+        params = [torch.stack([p, p]) for p in family.init(0)]
+        ensemble = family.ensemble(params)
+        for name in ("forward", "predict", "sgd_step", "select", "extend", "params", "size"):
+            assert hasattr(ensemble, name), (family, name)
+        assert ensemble.size == 2
+        assert isinstance(family.width, int) and isinstance(family.depth_label, int)
+        assert family.parameter_count() == sum(p[0].numel() for p in params)
+        assert family.activation_elements(8) > 0
+        assert isinstance(ensemble, GradientEnsemble) == (family is not fast)
+
+
+def test_worker_threads_follow_the_free_cpus(monkeypatch) -> None:
+    from gamma_tui import runner
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(runner, "busy_cpus", lambda seconds=0.25: cpus - 1)
+    monkeypatch.setenv(runner.THREADS_ENV, "auto")
+    assert runner.worker_threads(1) == 1
+    monkeypatch.setenv(runner.THREADS_ENV, "all")
+    assert runner.worker_threads(1) == cpus
+    monkeypatch.setenv(runner.THREADS_ENV, "3")
+    assert runner.worker_threads(2) == 3
+    monkeypatch.setattr(runner, "busy_cpus", lambda seconds=0.25: cpus + 5)
+    monkeypatch.setenv(runner.THREADS_ENV, "auto")
+    assert runner.worker_threads(2) == 1
+    monkeypatch.undo()
+    assert 0 <= runner.busy_cpus(0.05) <= cpus

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the step (eager on failure)"
     )
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="replay the step as CUDA graphs (CUDA only)"
+    )
     return parser.parse_args(argv)
 
 
@@ -49,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint_every,
         args.commit_seconds,
         compile_step=args.compile,
+        cuda_graphs=args.cuda_graphs,
     )
     cache = Cache(args.cache)
     trainer = ShardTrainer(cache, owner, options)

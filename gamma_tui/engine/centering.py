@@ -75,10 +75,11 @@ class CenteredEnsemble:
         dtype: torch.dtype,
         device: torch.device,
         held_out: HeldOut | None,
-        compile_step: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         """An empty ensemble; members join through `extend`. `optimizer` is 'sgd',
-        'signsgd' or 'adam'; `loss` 'mse' or 'xent'."""
+        'signsgd' or 'adam'; `loss` 'mse' or 'xent'; `compile_mode` a torch.compile mode for
+        the gradient step, or None for eager code."""
         self.family, self.optimizer_kind, self.loss = family, optimizer, loss
         self.dtype, self.device, self.held_out = dtype, device, held_out
         self.model: Ensemble[Any] | None = None
@@ -92,8 +93,8 @@ class CenteredEnsemble:
         self._gradient_step: Callable[
             [torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]
         ] = self.gradient_step
-        if compile_step:
-            self._gradient_step = torch.compile(self.gradient_step, dynamic=None)
+        if compile_mode is not None:
+            self._gradient_step = torch.compile(self.gradient_step, dynamic=None, mode=compile_mode)
 
     @property
     def size(self) -> int:

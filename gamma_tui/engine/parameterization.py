@@ -131,61 +131,62 @@ class EnsembleMLP:
         return self.params[2 * layer + 1] if self.arch.bias else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """f_mu for every member on the shared batch x (B, D): output (E, B, C) and activations.
+        """f_mu for every member on the shared batch x (B, D): output (E, B, C) and context.
 
-        The activations list holds each layer's pre-activation z (E, B, out), which the
-        backward pass needs to gate the gradient.
+        The context holds the scaled input x/sqrt(D) and each hidden layer's activation
+        φ(h) (E, B, N), which the backward pass needs for the weight gradients and, through
+        φ(h) > 0 ⟺ h > 0, for the ReLU gate. Every multiplier rides inside a GEMM (scaling
+        the shared input, or the GEMM's alpha), and the ReLU after the first layer inside
+        oneDNN's kernel, so no layer makes an extra pass over its output.
         """
         members, batch = self.size, x.shape[0]
-        w0 = self.weight(0)
-        z = _linear(x, w0.reshape(members * w0.shape[1], -1))
-        z = z.view(batch, members, -1).transpose(0, 1)
-        z = self._finish_layer(z, 0)
-        pre = [z]
-        for layer in range(1, self.arch.depth):
-            z = self._finish_layer(_bmm(self._act(z), self.weight(layer).transpose(1, 2)), layer)
-            pre.append(z)
-        return z, pre
+        depth, relu = self.arch.depth, self.arch.activation == "relu"
+        scaled = x * self.arch.multiplier(0)
+        w0, b0 = self.weight(0), self.bias(0)
+        bias = None if b0 is None else b0.reshape(-1) * self.arch.multiplier(0)
+        out = _linear(scaled, w0.reshape(members * w0.shape[1], -1), bias, relu and depth > 1)
+        out = out.view(batch, members, -1).transpose(0, 1)
+        context = [scaled]
+        for layer in range(1, depth):
+            context.append(out)
+            weight = self.weight(layer).transpose(1, 2)
+            out = _scaled_bmm(out, weight, self.arch.multiplier(layer), self.bias(layer))
+            if relu and layer < depth - 1:
+                out = out.relu_()
+        return out, context
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """f_mu (E, B, C) for inputs x (B, D)."""
         return self.forward(x)[0]
 
-    def _finish_layer(self, z: torch.Tensor, layer: int) -> torch.Tensor:
-        """Add the bias and apply the layer's forward multiplier."""
-        b = self.bias(layer)
-        if b is not None:
-            z = z + b[:, None, :]
-        return z * self.arch.multiplier(layer)
-
-    def _act(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.relu(z) if self.arch.activation == "relu" else z
-
-    def sgd_step(self, x: torch.Tensor, pre: list[torch.Tensor], grad_out: torch.Tensor) -> None:
-        """Apply one SGD update given lr-scaled dLoss/df_mu (E, B, C) and the forward's `pre`.
+    def sgd_step(
+        self, x: torch.Tensor, context: list[torch.Tensor], grad_out: torch.Tensor
+    ) -> None:
+        """Apply one SGD update given lr-scaled dLoss/df_mu (E, B, C) and the forward's context.
 
         grad_out already carries each member's step size N·η, so every parameter moves by
         -grad_out-propagated gradient. Each layer's input-gradient is taken before its weight
-        is updated, which makes this exactly SGD on the loss at the current parameters.
+        is updated, which makes this exactly SGD on the loss at the current parameters. The
+        multipliers ride in the GEMMs' alpha, and the first layer's in its scaled input.
         """
-        grad = grad_out
+        grad, relu = grad_out, self.arch.activation == "relu"
         for layer in range(self.arch.depth - 1, -1, -1):
             scale = self.arch.multiplier(layer)
             weight = self.weight(layer)
             below = None
             if layer > 0:
-                below = _bmm(grad, weight) * scale
-                if self.arch.activation == "relu":  # relu' gate; one fused kernel
-                    below = torch.ops.aten.threshold_backward(below, pre[layer - 1], 0)
-            if layer == 0:
+                below = _scaled_bmm(grad, weight, scale)
+                if relu:  # the gate φ'(h) from φ(h) > 0; one fused kernel
+                    below = torch.ops.aten.threshold_backward(below, context[layer], 0)
+                weight.baddbmm_(grad.transpose(1, 2), context[layer], alpha=-scale)
+            else:
+                scaled = context[0]  # x times the first layer's multiplier
                 flat = weight.view(-1, weight.shape[2])
                 grad_rows = grad.transpose(1, 2).reshape(flat.shape[0], -1)
-                if _use_onednn(x):
-                    flat.sub_(_linear(grad_rows, x.T.contiguous()), alpha=scale)
+                if _use_onednn(scaled):
+                    flat.sub_(_linear(grad_rows, scaled.T.contiguous()))
                 else:
-                    flat.addmm_(grad_rows, x, alpha=-scale)
-            else:
-                weight.baddbmm_(grad.transpose(1, 2), self._act(pre[layer - 1]), alpha=-scale)
+                    flat.addmm_(grad_rows, scaled, alpha=-1.0)
             b = self.bias(layer)
             if b is not None:
                 b.sub_(grad.sum(dim=1), alpha=scale)
@@ -222,20 +223,20 @@ def loss_and_grad(
     members, batch, outputs = f_mu.shape
     inv_gamma = (1.0 / gamma)[:, None, None]
     f = (f_mu - f_mu0) * inv_gamma  # centered_output, with 1/γ kept for the gradient
+    # dLoss/df times df/df_mu = 1/γ and the step size: one (E, 1, 1) factor, one pass
     if loss == "mse":
         residual = f - target
         value = residual.square().mean(dim=(1, 2))
-        grad = residual * (2.0 / (batch * outputs))
-    else:
-        log_probs = torch.log_softmax(f, dim=2)
-        picked = log_probs.gather(2, target.view(1, batch, 1).expand(members, batch, 1))
-        value = -picked.mean(dim=(1, 2))
-        grad = log_probs.exp()
-        grad.scatter_add_(
-            2, target.view(1, batch, 1).expand(members, batch, 1), torch.full_like(picked, -1.0)
-        )
-        grad = grad * (1.0 / batch)
-    return value, grad * (inv_gamma * step_size[:, None, None])
+        factor = inv_gamma * (step_size * (2.0 / (batch * outputs)))[:, None, None]
+        return value, residual * factor
+    log_probs = torch.log_softmax(f, dim=2)
+    picked = log_probs.gather(2, target.view(1, batch, 1).expand(members, batch, 1))
+    value = -picked.mean(dim=(1, 2))
+    grad = log_probs.exp()
+    grad.scatter_add_(
+        2, target.view(1, batch, 1).expand(members, batch, 1), torch.full_like(picked, -1.0)
+    )
+    return value, grad.mul_(inv_gamma * (step_size * (1.0 / batch))[:, None, None])
 
 
 def held_out_loss_sum(f: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
@@ -264,20 +265,35 @@ def _use_onednn(x: torch.Tensor) -> bool:
 _ONEDNN = torch.backends.mkldnn.is_available() and os.environ.get("GAMMA_TUI_ONEDNN") != "0"
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x @ weight.T, through oneDNN where `_use_onednn` says so."""
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
+) -> torch.Tensor:
+    """x @ weight.T (+ bias, then ReLU if asked), through oneDNN where `_use_onednn` says so."""
     if _use_onednn(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-    return x @ weight.T
+        return torch.ops.mkldnn._linear_pointwise(
+            x, weight, bias, "relu" if relu else "none", [], ""
+        )
+    out = torch.nn.functional.linear(x, weight, bias)
+    return out.relu_() if relu else out
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """torch.bmm whose per-member result does not depend on the ensemble size E.
+def _scaled_bmm(
+    a: torch.Tensor, b: torch.Tensor, alpha: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """alpha·(a @ b + bias) for stacked a (E, n, k), b (E, k, m) and bias (E, m), in one GEMM,
+    whose per-member result does not depend on the ensemble size E.
 
-    With a batch of one, torch.bmm takes another GEMM path with other float rounding, so a
-    run trained or resumed alone would drift from the same run inside an ensemble; a
+    With a batch of one, torch's batched GEMM takes another path with other float rounding,
+    so a run trained or resumed alone would drift from the same run inside an ensemble; a
     stride-0 batch of two takes the batched path and costs no copy.
     """
-    if a.shape[0] == 1:
-        return torch.bmm(a.expand(2, -1, -1), b.expand(2, -1, -1))[:1]
-    return torch.bmm(a, b)
+    members = a.shape[0]
+    shape = (members, a.shape[1], b.shape[2])
+    if bias is None:
+        start, beta = a.new_zeros(()).expand(shape), 0.0
+    else:
+        start, beta = bias[:, None, :].expand(shape), alpha
+    if members == 1:
+        a, b, start = a.expand(2, -1, -1), b.expand(2, -1, -1), start.expand(2, -1, -1)
+        return torch.baddbmm(start, a, b, beta=beta, alpha=alpha)[:1]
+    return torch.baddbmm(start, a, b, beta=beta, alpha=alpha)

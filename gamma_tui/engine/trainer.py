@@ -75,6 +75,21 @@ class TrainerOptions:
     """torch.compile the step (forward, loss, backward and, for SGD, the update). Dynamo falls
     back to eager code wherever it cannot compile (suppress_errors), so a run never fails for
     it; compiled kernels may round differently from eager ones, like another device would."""
+    cuda_graphs: bool = False
+    """Replay the step as CUDA graphs (torch.compile's "reduce-overhead" mode), which removes
+    the per-kernel launch cost that dominates small ensembles on a GPU. CUDA only: refused on
+    any other device."""
+
+    def __post_init__(self) -> None:
+        if self.cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, not {self.device}")
+
+    @property
+    def compile_mode(self) -> str | None:
+        """torch.compile mode of the step, or None for eager code."""
+        if self.cuda_graphs:
+            return "reduce-overhead"
+        return "default" if self.compile_step else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -194,7 +209,7 @@ class ShardTrainer:
         self.stop_requested = False
         self.shard: Shard | None = None
         """The shard being trained (set by `train`)."""
-        if options.compile_step:
+        if options.compile_mode is not None:
             import torch._dynamo
 
             torch._dynamo.config.suppress_errors = True
@@ -227,9 +242,10 @@ class ShardTrainer:
             shard.dtype,
             self.options.device,
             shard.held_out,
-            compile_step=self.options.compile_step,
+            compile_mode=self.options.compile_mode,
         )
         step, last_commit = cohorts[0], time.monotonic()
+        horizon = step  # the end of the current loss window
         while (active or cohorts) and not self.stop_requested:
             if cohorts and (not active or step == cohorts[0]):
                 step = step if active else cohorts[0]
@@ -240,10 +256,11 @@ class ShardTrainer:
             # syncs (so commits and checkpoints) land on recording-window boundaries: past the
             # curve cap a commit in mid-window would split the window, and where commits fall
             # depends on wall-clock time, so the curve would too
-            sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
-            horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
+            if step >= horizon:
+                sync = next_boundary(step + self.options.sync_every, active[0].spec.curve_cap)
+                horizon = min([m.target_steps for m in active] + cohorts[:1] + [sync])
             losses, evals, measured = self._run_steps(ensemble, active, step, horizon)
-            step = horizon
+            step += losses.shape[1]
             self._record(active, losses, step, evals)
             _record_diagnostics(active, active, measured)
             finished = [m for m in active if m.diverged_step is not None or step >= m.target_steps]
@@ -253,9 +270,12 @@ class ShardTrainer:
                     _record_diagnostics(finished, active, [(step, seed_averaged(ensemble, cells))])
             if shard.probe is not None and any(m.diverged_step is None for m in finished):
                 _record_diagnostics(finished, active, [(step, shard.probe.measure(ensemble))])
-            due = time.monotonic() - last_commit >= self.options.commit_seconds
+            # a window cut short by a divergence commits only the diverged members; the rest
+            # commit at the window's end, as if it had not been cut
+            cut = step < horizon
+            due = not cut and time.monotonic() - last_commit >= self.options.commit_seconds
             if finished or due:
-                self._commit(ensemble, active, step, final=finished)
+                self._commit(ensemble, active, step, final=finished, only_final=cut)
                 last_commit = time.monotonic()
             if finished:
                 keep = [i for i, m in enumerate(active) if m not in finished]
@@ -324,13 +344,20 @@ class ShardTrainer:
         self, ensemble: CenteredEnsemble, active: list[Member], start: int, stop: int
     ) -> tuple[torch.Tensor, list[Evaluation], list[Diagnosis]]:
         """Train steps [start, stop): the (E, stop - start) losses, the held-out evaluations
-        and the diagnostics made on the way, all still on the device."""
+        and the diagnostics made on the way, all still on the device.
+
+        On the CPU, where reading a loss is no device sync, every step's losses are checked
+        for divergence, and the window ends at the first divergent step (the losses returned
+        are then shorter), so a diverged member stops costing compute at once; elsewhere
+        divergence is found when the window's losses are read.
+        """
         losses = torch.empty(
             len(active), stop - start, dtype=ensemble.dtype, device=self.options.device
         )
         evals, measured = [], []
         assert self.shard is not None
         probe, cells = self.shard.probe, _cells(active, self.options.device)
+        watch = DivergenceWatch(active) if self.options.device.type == "cpu" else None
         for offset, step in enumerate(range(start, stop)):
             if ensemble.held_out is not None and is_eval_step(step):
                 evals.append((step, *ensemble.evaluate()))
@@ -339,7 +366,10 @@ class ShardTrainer:
             if probe is not None and is_eval_step(step):
                 measured.append((step, probe.measure(ensemble)))
             batch = self.shard.stream.batch(step)
-            losses[:, offset] = ensemble.step(batch.x, batch.target, step)
+            value = ensemble.step(batch.x, batch.target, step)
+            losses[:, offset] = value
+            if watch is not None and watch.diverged(value.numpy()):
+                return losses[:, : offset + 1], evals, measured
         return losses, evals, measured
 
     def _record(
@@ -351,11 +381,10 @@ class ShardTrainer:
         for member, row in zip(active, host, strict=True):
             if member.init_loss is None:
                 member.init_loss = float(row[0])
-            limit = member.spec.divergence_factor * max(member.init_loss, 1e-30)
-            bad = np.flatnonzero(~np.isfinite(row) | (row > limit))
-            if bad.size:
-                member.diverged_step = first + int(bad[0])
-                row = row[: bad[0] + 1]
+            bad = first_divergence(row, divergence_limit(member, member.init_loss))
+            if bad is not None:
+                member.diverged_step = first + bad
+                row = row[: bad + 1]
             member.pending.append(row.astype(np.float32))
         self._record_evals(active, active, evals)
 
@@ -382,11 +411,15 @@ class ShardTrainer:
         step: int,
         final: list[Member],
         checkpoint: bool = False,
+        only_final: bool = False,
     ) -> None:
-        """Write every active member's new losses (and due checkpoints) in one transaction."""
+        """Write every active member's new losses (and due checkpoints) in one transaction;
+        with `only_final`, only those of the members in `final`."""
         updates = []
         for index, member in enumerate(active):
             done = member in final
+            if only_final and not done:
+                continue
             steps_done = member.pending_start + member.pending_count
             due = step - member.last_checkpoint >= self.options.checkpoint_every
             save = (done or due or checkpoint) and member.diverged_step is None
@@ -424,6 +457,45 @@ class ShardTrainer:
             state = ensemble.optimizer.member_state(index)
             arrays.update({name: t.cpu().numpy() for name, t in state.items()})
         return arrays
+
+
+def divergence_limit(member: Member, init_loss: float) -> float:
+    """The loss above which `member` counts as diverged."""
+    return member.spec.divergence_factor * max(init_loss, 1e-30)
+
+
+def first_divergence(row: np.ndarray, limit: float) -> int | None:
+    """Index of the first loss in `row` that is not finite or exceeds `limit`, or None."""
+    bad = np.flatnonzero(~np.isfinite(row) | (row > limit))
+    return int(bad[0]) if bad.size else None
+
+
+class DivergenceWatch:
+    """Checks one step's losses of the ensemble's rows for divergence, by the same test as
+    `ShardTrainer._record` (`first_divergence`), so it never disagrees with the record."""
+
+    def __init__(self, active: list[Member]) -> None:
+        self.members = active
+        self.limits = [
+            None if m.init_loss is None else divergence_limit(m, m.init_loss) for m in active
+        ]
+        self._coarse: np.ndarray | None = None
+
+    def diverged(self, values: np.ndarray) -> bool:
+        """Whether any member's loss in `values` (E,) diverged; the first call also takes
+        the initial losses of members that have none."""
+        if self._coarse is None:
+            self.limits = [
+                divergence_limit(m, float(values[i])) if limit is None else limit
+                for i, (m, limit) in enumerate(zip(self.members, self.limits, strict=True))
+            ]
+            self._coarse = 0.5 * np.array(self.limits, dtype=np.float64)
+        # a cheap vector test first: the exact one only for losses near their limit
+        near = ~np.isfinite(values) | (values.astype(np.float64) > self._coarse)
+        return any(
+            first_divergence(values[i : i + 1], self.limits[i]) is not None
+            for i in np.flatnonzero(near)
+        )
 
 
 Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
