@@ -37,8 +37,9 @@ and batch B, one training step of one member costs
     backward, inputs    2·B·(M - M_1)      (no gradient into the data: first layer skipped)
 plus the centering forward of the frozen init, 2·B·M, done once per seed per step by the
 engine (members sharing a seed share it) and once per run per step by the loop. The loop
-counts only the steps it ran; the engine counts the steps it executed, which include those a
-diverged member runs until the next host sync (every `sync_every` steps). Member-steps/s
+counts only the steps it ran; the engine counts the member-steps its loss windows computed (on
+the CPU a diverged member leaves at its divergent step; on a GPU it runs to the next host
+sync, every `sync_every` steps). Member-steps/s
 counts useful steps only (up to and including the divergent step), identical on both sides,
 so its ratio equals the speedup. The same-run peak is the best dense float32 2048³ matmul
 rate (torch.mm, and oneDNN on CPU) measured just before and after the grid.
@@ -258,11 +259,16 @@ class TimedTrainer(ShardTrainer):
 
     compute_seconds = 0.0
     commit_seconds = 0.0
+    executed_steps = 0
+    """Member-steps computed: the loss windows' sizes (a diverged member leaves the ensemble
+    at its divergent step on the CPU, at the next loss read elsewhere)."""
 
     def _run_steps(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         start = time.perf_counter()
         try:
-            return super()._run_steps(*args, **kwargs)
+            result = super()._run_steps(*args, **kwargs)
+            self.executed_steps += result[0].numel()
+            return result
         finally:
             self.compute_seconds += time.perf_counter() - start
 
@@ -377,14 +383,6 @@ def step_flops(macs: tuple[float, float], batch: int) -> tuple[float, float]:
 def useful_steps(result: SideResult, steps: int) -> dict[str, int]:
     """Steps each run needed: all of them, or up to and including the divergent one."""
     return {rid: steps if s is None else s + 1 for rid, s in result.diverged_step.items()}
-
-
-def engine_executed_steps(result: SideResult, steps: int, sync_every: int) -> int:
-    """Member-steps the engine computed: a diverged member runs to the next host sync."""
-    total = 0
-    for s in result.diverged_step.values():
-        total += steps if s is None else min(steps, sync_every * math.ceil((s + 1) / sync_every))
-    return total
 
 
 AGREE = 1e-3
@@ -551,7 +549,7 @@ def report(
     compute) and the loop's."""
     train_flops, center_flops = flops
     useful = sum(useful_steps(loop, steps).values())
-    executed = engine_executed_steps(engine, steps, trainer.options.sync_every)
+    executed = trainer.executed_steps
     engine_flops = executed * train_flops + steps * seeds * center_flops
     loop_flops = useful * (train_flops + center_flops)
     setup = engine.seconds - trainer.compute_seconds - trainer.commit_seconds
