@@ -7,9 +7,9 @@ Trains the preset (`python -m gamma_tui run`, one local worker, a fresh cache ea
 under three thread policies, each without and with a busy loop (`while True: pass`) pinned to
 the last CPU this process may use:
 
-- all:      GAMMA_TUI_THREADS=all, one torch thread per CPU (the default)
+- all:      GAMMA_TUI_THREADS=all, one torch thread per CPU (the old default)
 - passive:  the same with OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep, never spin)
-- auto:     GAMMA_TUI_THREADS=auto: one thread per CPU that other processes
+- auto:     GAMMA_TUI_THREADS=auto (the default): one thread per CPU that other processes
             leave free, sampled from /proc/stat when the workers start
 
 and prints the seconds side by side with the load average (1 min) at the start of each

@@ -349,8 +349,8 @@ def start_workers(
 
 
 THREADS_ENV = "GAMMA_TUI_THREADS"
-"""Torch threads per local worker: 'all' (the default: every CPU this process may use, shared
-out), 'auto' (the CPUs other processes leave free, shared out) or a number."""
+"""Torch threads per local worker: 'auto' (the default: the CPUs other processes leave free,
+shared out), 'all' (every CPU this process may use, shared out) or a number."""
 
 
 def worker_threads(workers: int) -> int:
@@ -363,7 +363,7 @@ def worker_threads(workers: int) -> int:
     """
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     cpus = allowed or os.cpu_count() or 1
-    choice = os.environ.get(THREADS_ENV, "all").strip().lower()
+    choice = os.environ.get(THREADS_ENV, "auto").strip().lower()
     if choice.isdigit() and int(choice) > 0:
         return int(choice)
     if choice == "auto":

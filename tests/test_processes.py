@@ -22,8 +22,9 @@ def processes(cache: Path) -> list[dict]:
 
 
 def test_detach_ps_stop_then_resume(tmp_path: Path) -> None:
+    # long enough that `stop` lands before the sweep ends even when the workers run fast
     cache = tmp_path / "runs"
-    started = cli("run", str(SMOKE), "--set", "train.steps=3000", "--detach", cache=cache)
+    started = cli("run", str(SMOKE), "--set", "train.steps=20000", "--detach", cache=cache)
     assert "runs in the background" in started.stderr
     assert "driver" in {p["role"] for p in processes(cache)}  # at once: --detach waited for it
     wait_for(lambda: {p["role"] for p in processes(cache)} == {"driver", "worker"})
@@ -34,8 +35,8 @@ def test_detach_ps_stop_then_resume(tmp_path: Path) -> None:
     runs = runs_of(cache)
     assert {r["state"] for r in runs} <= {"queued", "diverged"}
     paused = {r["run_id"]: r["steps_done"] for r in runs if r["state"] == "queued"}
-    assert paused and all(0 < steps < 3000 for steps in paused.values())
-    cli("run", str(SMOKE), "--set", "train.steps=3000", cache=cache)  # resumes, no restart
+    assert paused and all(0 < steps < 20000 for steps in paused.values())
+    cli("run", str(SMOKE), "--set", "train.steps=20000", cache=cache)  # resumes, no restart
     assert {r["state"] for r in runs_of(cache)} <= {"done", "diverged"}
 
 
