@@ -41,16 +41,28 @@ def train(root: Path, preset: Preset, backend: object = None) -> Cache:
     return store
 
 
-def assert_same_results(left: Cache, right: Cache) -> None:
-    """Same runs, statuses, steps and bitwise-equal curves."""
+ROUNDING = 1e-4
+"""Relative difference allowed between runs trained in different ensembles: BLAS rounds
+otherwise for other shapes on some CPUs, and a one-ulp difference stays below 3e-5 over a
+thousand steps (tests/test_reliability.py measures it); these sweeps run 40."""
+
+
+def assert_same_results(left: Cache, right: Cache, exact: bool = True) -> None:
+    """Same runs, statuses, steps and curves: bitwise equal where both trained the same
+    ensembles (`exact`), else equal to float32 rounding."""
     rows = {r.run_id: (r.status, r.steps_done, r.diverged_step) for r in left.runs()}
     assert rows == {r.run_id: (r.status, r.steps_done, r.diverged_step) for r in right.runs()}
     assert all(status in ("done", "diverged") for status, _, _ in rows.values())
     ours, theirs = left.curves(), right.curves()
     assert ours.keys() == theirs.keys() == rows.keys()
     for run_id, curve in ours.items():
-        assert np.array_equal(curve.loss, theirs[run_id].loss, equal_nan=True), run_id
         assert np.array_equal(curve.steps, theirs[run_id].steps), run_id
+        if exact:
+            assert np.array_equal(curve.loss, theirs[run_id].loss, equal_nan=True), run_id
+        else:
+            np.testing.assert_allclose(
+                curve.loss, theirs[run_id].loss, rtol=ROUNDING, equal_nan=True, err_msg=run_id
+            )
 
 
 def fake_progress(store: Cache, run_id: str, steps: int, owner: str = "job") -> None:
@@ -200,6 +212,6 @@ def test_ray_backend_equals_local(tmp_path: Path, local_reference: Cache) -> Non
     try:
         backend = RayExecutor(pieces=2, poll_seconds=0.2)
         with train(tmp_path / "runs", preset_of(), backend) as store:
-            assert_same_results(store, local_reference)
+            assert_same_results(store, local_reference, exact=False)  # shards split in two
     finally:
         ray.shutdown()
