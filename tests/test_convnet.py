@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gamma_tui.cache import Cache
 from gamma_tui.config import expand, parse_preset
@@ -74,22 +72,6 @@ def test_cnn_output_scale_and_depth_label() -> None:
     assert arch.parameter_count() == 4 * 9 + 8 * 4 * 9 + 32 * 8 * 1 + 3 * 32
 
 
-def member_forward(
-    arch: ConvArchitecture, params: list[torch.Tensor], x: torch.Tensor
-) -> torch.Tensor:
-    """One member of the reference CNN written plainly with torch.nn.functional (for autograd)."""
-    step = 2 if arch.bias else 1
-    weights = params[::step]
-    biases = params[1::2] if arch.bias else [None] * 4
-    hidden = x
-    for weight, bias in zip(weights[:2], biases[:2], strict=True):
-        hidden = F.conv2d(hidden, weight, bias) / math.sqrt(weight.shape[1])
-        hidden = F.avg_pool2d(torch.relu(hidden), 2, 2)
-    hidden = torch.relu(F.linear(hidden.flatten(1), weights[2], biases[2]))
-    hidden = hidden / math.sqrt(weights[2].shape[1])
-    return F.linear(hidden, weights[3], biases[3]) / weights[3].shape[1]
-
-
 @pytest.mark.parametrize(
     ("shape", "bias", "members"),
     [((3, 12, 12), True, 3), ((1, 13, 15), False, 1), ((2, 14, 17), True, 2)],
@@ -112,7 +94,7 @@ def test_hand_written_backward_equals_autograd(
     grads = model.gradients(x, ctx, grad_out)
     for index, params in enumerate(per_member):
         leaves = [p.clone().requires_grad_(True) for p in params]
-        expected = member_forward(arch, leaves, x)
+        expected = arch.member_forward(leaves, x)
         torch.testing.assert_close(out[index], expected.detach(), rtol=1e-12, atol=1e-12)
         autograd = torch.autograd.grad(expected, leaves, grad_out[index])
         for grad, want in zip(grads, autograd, strict=True):

@@ -124,7 +124,7 @@ def test_chain_matches_its_closed_form(depth: int) -> None:
 
 
 def test_cross_entropy_gauss_newton_and_cnn_members() -> None:
-    """The CNN (run as ensembles of one under vmap) with cross-entropy: λ_max and the
+    """The CNN (its plain member forward under vmap) with cross-entropy: λ_max and the
     Gauss-Newton top eigenvalue against the explicit matrices."""
     arch = ConvArchitecture((1, 10, 10), 2, 3, False)
     generator = torch.Generator().manual_seed(2)
@@ -135,7 +135,8 @@ def test_cross_entropy_gauss_newton_and_cnn_members() -> None:
     gamma = torch.tensor([1.0, 2.0], dtype=torch.float64)
     call = diagnostics.member_call(arch)
     f0 = torch.func.vmap(call, in_dims=(0, None))(tuple(frozen), x)
-    assert torch.equal(f0, arch.ensemble(frozen).predict(x))
+    # the plain member forward the diagnostics differentiate is the hand-written ensemble's
+    assert torch.allclose(f0, arch.ensemble(frozen).predict(x), rtol=1e-12, atol=1e-14)
     settings = diagnostics.Settings(sharpness=True, ntk=True, iterations=40)
     out = diagnostics.measure(call, params, f0, gamma, x, classes, "xent", settings)
     for member in range(2):

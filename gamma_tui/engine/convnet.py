@@ -100,6 +100,21 @@ class ConvArchitecture:
             for shape in self.shapes()
         ]
 
+    def member_forward(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """f_mu (B, classes) of one member written plainly with torch.nn.functional: the
+        differentiable reference of the hand-written ensemble, for autograd and vmap users
+        (the diagnostics' Hessian-vector products, the tests)."""
+        step = 2 if self.bias else 1
+        weights = params[::step]
+        biases = params[1::2] if self.bias else [None] * 4
+        hidden = x
+        for weight, bias in zip(weights[:2], biases[:2], strict=True):
+            hidden = F.conv2d(hidden, weight, bias) / math.sqrt(weight.shape[1])
+            hidden = F.avg_pool2d(torch.relu(hidden), 2, 2)
+        hidden = torch.relu(F.linear(hidden.flatten(1), weights[2], biases[2]))
+        hidden = hidden / math.sqrt(weights[2].shape[1])
+        return F.linear(hidden, weights[3], biases[3]) / weights[3].shape[1]
+
     def ensemble(self, params: list[torch.Tensor]) -> EnsembleCNN:
         """An ensemble over stacked parameters (E, *shape)."""
         return EnsembleCNN(self, params)

@@ -82,8 +82,8 @@ def member_call(family: object) -> MemberCall:
     """One member's forward for a model family, as a function of a parameter tuple.
 
     MLPs and the chain run as the functional MLPModule (same parameters, same order); the
-    general path's modules through functional_call; any other autograd ensemble (the CNN) as
-    an ensemble of one on the member's parameters, which vmap then batches.
+    general path's modules through functional_call; the CNN, whose ensemble is hand-written,
+    through its plain member forward (ConvArchitecture.member_forward), which vmap batches.
     """
     if isinstance(family, Architecture):
         family = FunctionalArchitecture(
@@ -99,12 +99,12 @@ def member_call(family: object) -> MemberCall:
             return family.call(dict(zip(names, params, strict=True)), x)
 
         return functional
-    ensemble = getattr(family, "ensemble", None)
-    if ensemble is None:
-        raise TypeError(f"{type(family).__name__} has no ensemble to run diagnostics on")
+    plain = getattr(family, "member_forward", None)
+    if plain is None:
+        raise TypeError(f"{type(family).__name__} has no member forward to run diagnostics on")
 
     def single(params: Params, x: torch.Tensor) -> torch.Tensor:
-        return ensemble([p.unsqueeze(0) for p in params])._forward(x)[0]
+        return plain(list(params), x)
 
     return single
 
