@@ -52,6 +52,7 @@ def test_canvas_merges_segments_and_braille() -> None:
 def test_labels() -> None:
     assert decade_label(-3) == "10⁻³" and decade_label(2) == "10²"
     assert short_number(0.316227766) == "0.316" and short_number(1e-4) == "1e-4"
+    assert short_number(1.2e-9) == "1.2e-9" and short_number(31622.7) == "3.2e4"
     assert short_number(math.nan) == "–"
 
 

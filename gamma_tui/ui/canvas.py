@@ -287,14 +287,16 @@ def decade_label(log10_value: float) -> str:
 
 
 def short_number(value: float) -> str:
-    """A compact number for axis labels and tables: 0.01, 3.16, 1e+04."""
+    """A compact number for axis labels and tables: 0.01, 3.16, 1e4, 1.5e-9 (two significant
+    digits outside [0.01, 1e4), so neighbouring points of a fine η grid stay distinct)."""
     if not np.isfinite(value):
         return "–"
     if value == 0:
         return "0"
     if 1e-2 <= abs(value) < 1e4:
         return f"{value:.3g}"
-    return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
 
 
 def series_range(values: Sequence[np.ndarray], pad: float = 0.05) -> tuple[float, float]:
