@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,30 +39,10 @@ from gamma_tui.engine.data import make_stream
 from gamma_tui.engine.optimizers import step_sizes
 from gamma_tui.engine.parameterization import Architecture, loss_and_grad
 
-GRID = """
-name = "bench-reproducibility"
-seeds = [0]
-[network]
-width = 128
-depth = 3
-[data]
-kind = "teacher_mlp"
-input_dim = 784
-hidden = 4
-outputs = 10
-[train]
-batch_size = 64
-steps = 200
-[gamma]
-min = 0.1
-max = 100
-per_decade = 1
-[eta]
-min = 0.03162277660168379
-max = 10
-per_decade = 2
-scale = "absolute"
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from mlp_peak import preset_text  # noqa: E402  (the bench MLP grid, defined once)
+
+GRID = preset_text(200, "bench")
 
 
 class Grid:

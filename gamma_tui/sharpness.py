@@ -250,9 +250,11 @@ def summary_text(block: dict[str, Any]) -> list[str]:
             lines.append(f"  {label}: no fit ({fit['points']} point(s)); theory {predicted}")
             continue
         interval = fit["interval"]
-        bounds = "[-inf, inf]" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
+        bounds = (
+            "no interval" if interval is None else f"95% [{interval[0]:.2f}, {interval[1]:.2f}]"
+        )
         lines.append(
-            f"  {label}: slope {fit['slope']:.2f}, 95% {bounds}, {fit['points']} points; "
+            f"  {label}: slope {fit['slope']:.2f}, {bounds}, {fit['points']} points; "
             f"theory {predicted}"
         )
     edge = block["log10_edge"]

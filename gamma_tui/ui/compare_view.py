@@ -191,8 +191,9 @@ def slope_table(comparison: Comparison | None, width: int) -> Text:
         text.append("\n")
         text.append(
             f"  Δ log10 loss {difference['b']} − {difference['a']}: {difference['shared']} shared "
-            f"cells, mean {'-' if mean is None else f'{mean:+.2f}'}; only in one: "
-            f"{difference['only_a']} / {difference['only_b']}",
+            f"cells, mean {'-' if mean is None else f'{mean:+.2f}'}; only in "
+            f"{difference['a']} (a in the map): {difference['only_a']}, only in "
+            f"{difference['b']} (b): {difference['only_b']}",
             style="dim",
         )
     if comparison.missing:
