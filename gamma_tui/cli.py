@@ -191,6 +191,7 @@ def run(
 
     with user_errors():
         loaded = load_preset(preset, set_ or [])
+        _check_factory(loaded, preset)
         settings = resolve_backend(
             loaded.backend,
             backend,
@@ -333,6 +334,19 @@ def _check_dataset(preset: Any) -> None:
     if problem:
         raise PresetError(f"{preset.name}: {problem}")
     dataset.check_budget(preset.train.steps, preset.train.batch_size, preset.data.offset_batches)
+
+
+def _check_factory(preset: Any, path: Path) -> None:
+    """Import and try a kind = "module" factory before any worker starts (the only place
+    outside training that runs the user's code)."""
+    if preset.network.kind != "module":
+        return
+    from gamma_tui.costs import sample_shape
+    from gamma_tui.engine.module_family import check_factory
+
+    shape = sample_shape(preset.data)
+    if shape is not None:  # an unreadable dataset: the dataset check says why
+        check_factory(preset, str(path), shape)
 
 
 def _interrupt(signum: int, _frame: object) -> None:

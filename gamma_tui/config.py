@@ -15,6 +15,7 @@ import json
 import math
 import tomllib
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,11 +60,14 @@ class NetworkConfig(Strict):
     small pre-norm vision transformer of width N with `depth` blocks of `heads` heads on
     `patch`×`patch` patches (L = 3 unless `depth_label` says otherwise). kind "chain" is the
     scalar deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with every w_l(0) = 1,
-    trained on data.kind = "scalar" (width, bias and activation unused). `depth_label`
-    overrides the L of the η ∝ γ^(2/L) guides; it never changes training.
+    trained on data.kind = "scalar" (width, bias and activation unused). kind "module" is your
+    own torch.nn.Module: `factory` names the function that builds it, which gets
+    input_shape, outputs, width and `kwargs` as keyword arguments (gamma_tui.factories; depth,
+    bias and activation unused, L = depth_label or depth). `depth_label` overrides the L of
+    the η ∝ γ^(2/L) guides; it never changes training.
     """
 
-    kind: Literal["mlp", "chain", "cnn", "resnet18", "vit"] = "mlp"
+    kind: Literal["mlp", "chain", "cnn", "resnet18", "vit", "module"] = "mlp"
     width: int = Field(128, ge=1, le=1_000_000)
     depth: int = Field(3, ge=1, le=64)
     bias: bool = False
@@ -71,24 +75,66 @@ class NetworkConfig(Strict):
     heads: int = Field(4, ge=1, le=1024, description="vit: attention heads (divide width)")
     patch: int = Field(4, ge=1, le=1024, description="vit: patch side in pixels")
     depth_label: int | None = Field(None, ge=1, le=64, description="L of the η* guides")
+    factory: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$",
+        description="module: 'package.module:function' that returns the torch.nn.Module",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="module: more keyword arguments of the factory"
+    )
+    path: str | None = Field(
+        None,
+        min_length=1,
+        description="module: folder holding the factory's module (default: the preset's, "
+        "then sys.path); stored resolved, never part of run ids",
+    )
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Values that JSON keeps exactly (they are part of run ids); no reserved names."""
+        from gamma_tui.factories import RESERVED_ARGUMENTS
+
+        taken = sorted(set(value) & set(RESERVED_ARGUMENTS))
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)}: gamma-tui passes these to the factory itself "
+                "(width is network.width); remove them from network.kwargs"
+            )
+        for key, item in value.items():
+            if not _plain(item):
+                raise ValueError(
+                    f"network.kwargs.{key} = {item!r}: use strings, numbers, booleans, "
+                    "arrays and tables (no dates or times)"
+                )
+        return value
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> NetworkConfig:
+    def _kind_settings(self) -> NetworkConfig:
         if self.kind == "vit" and self.width % self.heads:
             raise ValueError(
                 f"network.width ({self.width}) must be a multiple of network.heads ({self.heads})"
+            )
+        if (self.kind == "module") != (self.factory is not None):
+            raise ValueError(
+                "network.kind = 'module' needs network.factory = 'package.module:function' "
+                "(and network.factory needs network.kind = 'module')"
             )
         return self
 
     def unused_keys(self) -> tuple[str, ...]:
         """Keys this kind ignores: left out of run ids, so they never split identical runs."""
-        unused = ["depth_label"]  # only the guides read it
+        unused = ["depth_label", "path"]  # only the guides read L; the code's digest counts
         if self.kind != "vit":
             unused += ["heads", "patch"]
+        if self.kind != "module":
+            unused += ["factory", "kwargs"]
         unused += {
             "chain": ["width", "bias", "activation"],  # width 1, no bias, linear by definition
             "cnn": ["depth", "activation"],  # fixed layout, ReLU
             "resnet18": ["depth", "activation", "bias"],  # fixed layout, ReLU, BatchNorm
+            "module": ["depth", "activation", "bias"],  # the factory defines the network
         }.get(self.kind, [])
         return tuple(unused)
 
@@ -413,6 +459,20 @@ class Preset(Strict):
         """Number of runs the grid expands to (before any cut-off)."""
         return len(self.gamma.values()) * len(self.eta.values()) * len(self.seeds)
 
+    @cached_property
+    def module_digest(self) -> str | None:
+        """The digest of a kind = "module" factory's source file (part of its run ids), read
+        from network.path or sys.path without importing it; None for the built-in kinds."""
+        network = self.network
+        if network.kind != "module" or network.factory is None:
+            return None
+        from gamma_tui.factories import FactoryError, digest, locate
+
+        try:
+            return digest(locate(network.factory, [network.path] if network.path else []).file)
+        except FactoryError as error:
+            raise PresetError(f"{self.name}: key 'network.factory': {error}") from None
+
 
 class RunSpec(Strict):
     """Everything that determines one run's result; its hash is the run id."""
@@ -430,6 +490,9 @@ class RunSpec(Strict):
     seed: int
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     """What the worker measures besides the loss; left out of the run id (see _identity)."""
+    module_digest: str | None = None
+    """network.kind = "module": the digest of the factory's source file (Preset.module_digest);
+    part of the run id, so edited code never reuses old runs."""
 
     @property
     def run_id(self) -> str:
@@ -452,7 +515,8 @@ class RunSpec(Strict):
 
     def _identity(self) -> dict[str, Any]:
         """The fields that determine the result: settings a run does not use are left out."""
-        dump = self.model_dump(exclude={"diagnostics"})
+        unset = {"module_digest"} if self.module_digest is None else set()
+        dump = self.model_dump(exclude={"diagnostics", *unset})  # built-in kinds: ids as before
         for section in ("network", "data"):
             for key in getattr(self, section).unused_keys():
                 dump[section].pop(key)
@@ -469,6 +533,12 @@ def diagnostics_problem(preset: Preset) -> str | None:
             f"diagnostics.probe_batch = {settings.probe_batch} but file datasets take the probe "
             f"batch from the held-out samples and data.test_size = {data.test_size}; lower "
             "diagnostics.probe_batch or raise data.test_size"
+        )
+    if settings.ntk and network.kind == "module":
+        return (
+            "diagnostics.ntk sizes each member's probe-batch Jacobian from the architecture, "
+            "which gamma-tui does not know for network.kind = 'module'; turn diagnostics.ntk "
+            "off (sharpness, trace and directional work on every model)"
         )
     if settings.ntk and network.kind in IMAGE_MODELS:
         return (
@@ -608,6 +678,7 @@ def run_spec(preset: Preset, gamma: float, eta: float, seed: int) -> RunSpec:
         eta=eta,
         seed=seed,
         diagnostics=preset.diagnostics,
+        module_digest=preset.module_digest,
     )
 
 
@@ -620,7 +691,9 @@ def load_preset(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise PresetError(f"{path}: no such preset file; list presets with `ls presets/`") from None
     except (OSError, UnicodeDecodeError) as error:
         raise PresetError(f"{path}: cannot read the preset ({error})") from None
-    return parse_preset(text, source=str(path), overrides=overrides, default_name=path.stem)
+    return parse_preset(
+        text, source=str(path), overrides=overrides, default_name=path.stem, folder=path.parent
+    )
 
 
 def parse_preset(
@@ -628,8 +701,10 @@ def parse_preset(
     source: str = "<preset>",
     overrides: list[str] | tuple[str, ...] = (),
     default_name: str = "preset",
+    folder: Path | None = None,
 ) -> Preset:
-    """Validate preset TOML text; `source` is the file name used in error messages."""
+    """Validate preset TOML text; `source` is the file name used in error messages, `folder`
+    the preset's folder (where a kind = "module" factory is looked for first)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -642,11 +717,33 @@ def parse_preset(
         _apply_override(raw, override, source)
     raw.setdefault("name", _safe_name(default_name))
     try:
-        return Preset.model_validate(raw)
+        preset = Preset.model_validate(raw)
     except ValidationError as error:
         raise PresetError(_describe(error, source)) from None
     except (ValueError, OverflowError) as error:
         raise PresetError(f"{source}: {error}") from None
+    return _with_factory_folder(preset, source, folder)
+
+
+def _with_factory_folder(preset: Preset, source: str, folder: Path | None) -> Preset:
+    """A kind = "module" preset with network.path set to the absolute folder its factory's
+    module was found in (the file is read, never imported), so a copy of the preset elsewhere
+    (CACHE/presets, a SLURM node) finds the same code; other presets as they are."""
+    network = preset.network
+    if network.factory is None:
+        return preset
+    from gamma_tui.factories import FactoryError, locate
+
+    base = folder if folder is not None else Path.cwd()
+    folders = [str(base / network.path)] if network.path else [str(base)]
+    try:
+        found = locate(network.factory, folders)
+    except FactoryError as error:
+        raise PresetError(f"{source}: key 'network.factory': {error}") from None
+    update = {"network": network.model_copy(update={"path": str(found.root)})}
+    resolved = preset.model_copy(update=update)
+    resolved.module_digest  # noqa: B018 -- read the file now: a problem is a preset error
+    return resolved
 
 
 def _apply_override(raw: dict[str, Any], override: str, source: str) -> None:
@@ -726,6 +823,19 @@ def eta_scale(preset: Preset, gamma: float) -> float:
 def _round(value: float) -> float:
     """Round to SIGNIFICANT_DIGITS so 10**(k/2) from different grids compare equal."""
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def _plain(value: Any) -> bool:
+    """Whether a TOML value is one JSON keeps exactly: no dates, times or non-finite numbers."""
+    if isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return all(_plain(item) for item in value.values())
+    return False
 
 
 def _digest(payload: dict[str, Any]) -> str:

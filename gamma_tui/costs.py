@@ -39,6 +39,8 @@ def sample_shape(data: DataConfig) -> tuple[tuple[int, ...], int] | None:
 def forward_macs(network: NetworkConfig, shape: tuple[int, ...], outputs: int) -> float:
     """Multiply-adds of one sample's forward pass through `network` on inputs of `shape`."""
     n = network.width
+    if network.kind == "module":
+        return math.nan  # your own network: unknown without importing its code
     if network.kind == "chain":
         return float(network.depth)
     if network.kind == "mlp":

@@ -33,38 +33,11 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gamma_tui.config import NetworkConfig
 from gamma_tui.engine.host_memory import retain_freed_memory
-
-
-class MuLinear(nn.Module):
-    """(W x + b) times 1/sqrt(fan_in), or 1/fan_in for a μP readout."""
-
-    def __init__(self, fan_in: int, fan_out: int, bias: bool, readout: bool = False) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
-        self.bias = nn.Parameter(torch.empty(fan_out)) if bias else None
-        self.multiplier = 1.0 / fan_in if readout else 1.0 / math.sqrt(fan_in)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias) * self.multiplier
-
-
-class MuConv(nn.Module):
-    """A convolution divided by sqrt(C_in), as the reference's StdConv2d (no bias)."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
-        self.stride, self.padding = stride, kernel // 2
-        self.multiplier = 1.0 / math.sqrt(c_in)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
-        return out * self.multiplier
+from gamma_tui.nn import Conv2d, Linear, Readout
 
 
 def _norm2d(channels: int) -> nn.BatchNorm2d:
@@ -79,7 +52,7 @@ class MLPModule(nn.Module):
         super().__init__()
         last = len(widths) - 2
         self.layers = nn.ModuleList(
-            MuLinear(a, b, bias, readout=i == last)
+            (Readout if i == last else Linear)(a, b, bias)
             for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         )
         self.relu = activation == "relu"
@@ -98,11 +71,11 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
-        self.conv1, self.bn1 = MuConv(c_in, c_out, 3, stride), _norm2d(c_out)
-        self.conv2, self.bn2 = MuConv(c_out, c_out, 3), _norm2d(c_out)
+        self.conv1, self.bn1 = Conv2d(c_in, c_out, 3, stride), _norm2d(c_out)
+        self.conv2, self.bn2 = Conv2d(c_out, c_out, 3), _norm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(MuConv(c_in, c_out, 1, stride), _norm2d(c_out))
+            self.shortcut = nn.Sequential(Conv2d(c_in, c_out, 1, stride), _norm2d(c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -116,7 +89,7 @@ class ResNet18(nn.Module):
     def __init__(self, channels: int, width: int, classes: int) -> None:
         super().__init__()
         widths = [max(1, int(w * width / 64)) for w in (64, 128, 256, 512)]
-        self.stem, self.bn = MuConv(channels, widths[0], 3), _norm2d(widths[0])
+        self.stem, self.bn = Conv2d(channels, widths[0], 3), _norm2d(widths[0])
         blocks, c_in = [], widths[0]
         for stage, c_out in enumerate(widths):
             for index in range(2):
@@ -124,7 +97,7 @@ class ResNet18(nn.Module):
                 blocks.append(BasicBlock(c_in, c_out, stride))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.readout = MuLinear(c_in, classes, bias=True, readout=True)
+        self.readout = Readout(c_in, classes, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(torch.relu(self.bn(self.stem(x))))
@@ -138,8 +111,8 @@ class Block(nn.Module):
         super().__init__()
         self.heads, self.relu = heads, relu
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.q, self.k, self.v, self.o = (MuLinear(width, width, bias) for _ in range(4))
-        self.up, self.down = MuLinear(width, 4 * width, bias), MuLinear(4 * width, width, bias)
+        self.q, self.k, self.v, self.o = (Linear(width, width, bias) for _ in range(4))
+        self.up, self.down = Linear(width, 4 * width, bias), Linear(4 * width, width, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, width = x.shape
@@ -165,14 +138,14 @@ class ViT(nn.Module):
         channels, height, width = input_shape
         p, n = network.patch, network.width  # config.image_problem checked that p divides H, W
         self.patch = p
-        self.embed = MuLinear(channels * p * p, n, network.bias)
+        self.embed = Linear(channels * p * p, n, network.bias)
         self.position = nn.Parameter(torch.empty(height // p * (width // p), n))
         relu = network.activation == "relu"
         self.blocks = nn.Sequential(
             *(Block(n, network.heads, network.bias, relu) for _ in range(network.depth))
         )
         self.norm = nn.LayerNorm(n)
-        self.readout = MuLinear(n, classes, network.bias, readout=True)
+        self.readout = Readout(n, classes, network.bias)
         tokens = height // p * (width // p)
         self.hidden_activations = network.depth * network.heads * tokens * tokens * 2
         """Attention logits and weights per sample, which no leaf module outputs."""

@@ -110,13 +110,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_family(network: NetworkConfig, stream: Stream, optimizer: str = "sgd") -> Family:
+def model_family(
+    network: NetworkConfig, stream: Stream, optimizer: str = "sgd", digest: str | None = None
+) -> Family:
     """The family of `network` on the stream's inputs and outputs.
 
     MLPs and the chain take the hand-written fast path under SGD and the general (vmap +
-    autograd) path under the other optimizers, which need raw gradients.
+    autograd) path under the other optimizers, which need raw gradients. Your own network
+    (kind "module", `digest` its registered source digest) always takes the general path.
     """
     label = depth_label(network)
+    if network.kind == "module":
+        from gamma_tui.engine.module_family import module_family
+
+        shape = stream.input_shape if isinstance(stream, FileStream) else (stream.input_dim,)
+        return module_family(network, shape, stream.outputs, digest)
     if network.kind in IMAGE_MODELS:
         if not isinstance(stream, FileStream):
             raise ValueError(f"network.kind = '{network.kind}' trains on image datasets only")
@@ -192,11 +200,11 @@ class Shard:
             spec.loss,
             dtype,
             device,
-            flatten=spec.network.kind not in IMAGE_MODELS,
+            flatten=spec.network.kind not in (*IMAGE_MODELS, "module"),
         )
         test = stream.test_set()
         held_out = None if test is None else HeldOut.of(test, spec.batch_size)
-        family = model_family(spec.network, stream, spec.optimizer)
+        family = model_family(spec.network, stream, spec.optimizer, spec.module_digest)
         probe = Probe.of(spec.diagnostics, family, stream)
         return cls(family, stream, held_out, dtype, spec.optimizer, spec.loss, probe)
 
