@@ -235,3 +235,15 @@ def test_ls_show_and_the_app_never_import_the_factory(tmp_path: Path) -> None:
     done = cli("run", str(path), "--cache", str(cache), "-q")
     assert done.returncode == 2 and "must not be imported" in done.stderr
     assert marker.exists()
+
+
+def test_an_edited_copy_written_by_the_app_finds_the_same_code(tmp_path: Path) -> None:
+    """The launcher writes edited presets to CACHE/presets: network.path carries the folder."""
+    from gamma_tui.ui.launch import write_edited
+
+    preset = load_preset(EXAMPLE, SHRUNK)
+    copy = write_edited(tmp_path / "runs", preset)
+    assert copy.parent != EXAMPLE.parent
+    again = load_preset(copy)
+    assert again.network.path == str(EXAMPLE.parent.resolve())
+    assert [s.run_id for s in expand(again)] == [s.run_id for s in expand(preset)]

@@ -171,7 +171,11 @@ class LauncherScreen(Screen[None]):
             self._input(key).remove_class("-invalid")
         try:
             self.edited = parse_preset(
-                self.text, source=self.path.name, overrides=self.sets, default_name=self.path.stem
+                self.text,
+                source=self.path.name,
+                overrides=self.sets,
+                default_name=self.path.stem,
+                folder=self.path.parent,  # where a kind = "module" factory is looked for first
             )
         except PresetError as error:
             self.edited = None
