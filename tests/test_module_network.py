@@ -247,3 +247,29 @@ def test_an_edited_copy_written_by_the_app_finds_the_same_code(tmp_path: Path) -
     again = load_preset(copy)
     assert again.network.path == str(EXAMPLE.parent.resolve())
     assert [s.run_id for s in expand(again)] == [s.run_id for s in expand(preset)]
+
+
+@pytest.mark.slow
+def test_the_example_through_a_slurm_job_equals_local(tmp_path: Path) -> None:
+    """submitit's local executor (a job process per shard, as on a cluster node) loads the
+    factory from network.path and trains the same curves as local workers."""
+    pytest.importorskip("submitit")
+    from gamma_tui.backends import SlurmExecutor
+    from gamma_tui.runner import run_sweep
+
+    preset = load_preset(EXAMPLE, [*SHRUNK, "train.steps=40", "data.test_size=0"])
+    text = EXAMPLE.read_text()
+    curves = []
+    for name, backend in (
+        ("local", None),
+        ("slurm", SlurmExecutor(tmp_path / "jobs", cluster="local", poll_seconds=0.2)),
+    ):
+        with Cache(tmp_path / name) as store:
+            _final, errors = run_sweep(store, preset, text, None, device="cpu", backend=backend)
+            assert errors == []
+            assert {run.status for run in store.runs(preset.name)} == {"done"}
+            curves.append(store.curves())
+    local, slurm = curves
+    assert local.keys() == slurm.keys() and len(local) == 4
+    for run_id, curve in local.items():
+        np.testing.assert_allclose(slurm[run_id].loss, curve.loss, rtol=1e-4)
