@@ -65,7 +65,11 @@ class ModuleArchitecture(FunctionalArchitecture):
         try:
             module = self.factory(**self.arguments)
         except Exception as error:
-            raise FactoryError(f"calling the factory failed: {one_line(error)}") from None
+            names = ", ".join(self.arguments)
+            raise FactoryError(
+                f"calling the factory failed: {one_line(error)} (it gets {names}: the last "
+                "ones from network.kwargs)"
+            ) from None
         if not isinstance(module, nn.Module):
             raise FactoryError(
                 f"the factory returned a {type(module).__name__}, not a torch.nn.Module"
