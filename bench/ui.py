@@ -61,8 +61,9 @@ def build_cache(root: Path) -> None:
 
 def writer(root: Path, seconds: float) -> None:
     """Commit COMMIT_STEPS more steps of every running run every COMMIT_SECONDS."""
-    from gamma_tui.cache import Cache, Progress, reduce_losses
+    from gamma_tui.cache import Cache, Progress
     from gamma_tui.config import expand, parse_preset
+    from gamma_tui.schedule import reduce_losses
     from gamma_tui.ui.demo import FOREVER, fake_preset_text, synthetic_curve
 
     preset = parse_preset(fake_preset_text(**PRESET))

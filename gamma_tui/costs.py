@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from gamma_tui.cache import is_eval_step
+from gamma_tui.schedule import is_eval_step
 
 if TYPE_CHECKING:
     from gamma_tui.config import DataConfig, NetworkConfig
@@ -67,7 +67,7 @@ def forward_macs(network: NetworkConfig, shape: tuple[int, ...], outputs: int) -
 
 def evaluations(steps: int) -> int:
     """How many held-out evaluations a run of `steps` steps makes: steps 0, 1, 2, 5, 10, ...
-    up to `steps`, and `steps` itself (cache.is_eval_step)."""
+    up to `steps`, and `steps` itself (schedule.is_eval_step)."""
     count, scale = 1, 1
     while scale <= steps:
         count += sum(1 for m in (1, 2, 5) if m * scale <= steps)

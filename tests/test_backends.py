@@ -18,9 +18,10 @@ from gamma_tui.backends import (
     shard_name,
     sync_jobs,
 )
-from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.cache import Cache, Progress
 from gamma_tui.config import Preset, parse_preset
 from gamma_tui.runner import register, run_sweep
+from gamma_tui.schedule import reduce_losses
 
 TEXT = tiny_preset_text(
     train={"steps": 40, "checkpoint_every": 16},

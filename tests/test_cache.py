@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 from support import tiny_preset_text
 
-from gamma_tui.cache import (
-    Cache,
-    CacheError,
-    Chunk,
-    Progress,
-    decode_arrays,
-    encode_arrays,
-    reduce_losses,
-    window_at,
-)
+from gamma_tui.cache import Cache, CacheError, Progress, decode_arrays, encode_arrays
 from gamma_tui.config import expand, parse_preset
+from gamma_tui.schedule import Chunk, reduce_losses, window_at
 
 
 def registered(cache: Cache, steps: int = 40) -> list[str]:

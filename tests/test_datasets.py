@@ -203,8 +203,8 @@ def test_one_open_part_and_memory_maps(tmp_path: Path) -> None:
     write_mnist1m(tmp_path, [64, 64])
     dataset = open_dataset("mnist1m", tmp_path)
     parts = dataset._parts
-    assert isinstance(parts[0].images, datasets._MappedRows)  # np.savez: memory-mapped
-    assert isinstance(parts[1].images, datasets._StreamRows)  # np.savez_compressed: streamed
+    assert isinstance(parts[0].images, datasets.rows.MappedRows)  # np.savez: memory-mapped
+    assert isinstance(parts[1].images, datasets.rows.StreamRows)  # np.savez_compressed: streamed
     dataset.batch(0, 16)
     mapped = parts[0].images._map
     dataset.batch(1, 16)
@@ -226,7 +226,7 @@ def test_import_does_not_load_torch() -> None:
 
 
 def test_mnist1d_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DatasetError, match="pip install mnist1d"):
         open_dataset("mnist1d", None)
 

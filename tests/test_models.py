@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from gamma_tui.cache import Cache, is_eval_step
+from gamma_tui.cache import Cache
 from gamma_tui.config import RunSpec, expand, parse_preset
 from gamma_tui.engine.optimizers import EnsembleOptimizer
 from gamma_tui.engine.parameterization import Architecture, EnsembleMLP, loss_and_grad
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, functional_mlp
+from gamma_tui.schedule import is_eval_step
 
 CPU = TrainerOptions(torch.device("cpu"), checkpoint_every=8, commit_seconds=0.0)
 CLASSES = 4

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.cache import Cache, Progress
 from gamma_tui.config import expand, parse_preset
 from gamma_tui.report import analyze, fit_summary, fit_text, heatmap_text
+from gamma_tui.schedule import reduce_losses
 
 INIT_LOSS = 0.5
 STEPS = 1000

@@ -15,7 +15,7 @@ from support import tiny_preset_text
 
 from gamma_tui import cli
 from gamma_tui.backends import ShardJob
-from gamma_tui.cache import Cache, Progress, reduce_losses
+from gamma_tui.cache import Cache, Progress
 from gamma_tui.config import parse_preset
 from gamma_tui.runner import (
     ShardProgress,
@@ -25,6 +25,7 @@ from gamma_tui.runner import (
     register,
     run_sweep,
 )
+from gamma_tui.schedule import reduce_losses
 
 TEXT = tiny_preset_text(train={"steps": 40, "checkpoint_every": 16})
 OWNER = f"{socket.gethostname()}:{os.getpid()}:test"

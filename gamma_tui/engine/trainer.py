@@ -20,14 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gamma_tui.cache import (
-    Cache,
-    CacheError,
-    Progress,
-    is_eval_step,
-    next_boundary,
-    reduce_losses,
-)
+from gamma_tui.cache import Cache, CacheError, Progress
 from gamma_tui.config import IMAGE_MODELS, NetworkConfig, RunSpec, depth_label, image_problem
 from gamma_tui.engine.centering import CenteredEnsemble, HeldOut, Newcomers
 from gamma_tui.engine.convnet import ConvArchitecture
@@ -36,6 +29,7 @@ from gamma_tui.engine.diagnostics import Probe, seed_averaged
 from gamma_tui.engine.family import Family
 from gamma_tui.engine.functional import FunctionalArchitecture, MLPModule, ResNet18, ViT
 from gamma_tui.engine.parameterization import Architecture
+from gamma_tui.schedule import is_eval_step, next_boundary, reduce_losses
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gamma_tui.cache import Cache, Progress, is_eval_step, reduce_losses
+from gamma_tui.cache import Cache, Progress
 from gamma_tui.config import Preset, RunSpec, expand, parse_preset, predicted_eta_exponent
+from gamma_tui.schedule import is_eval_step, reduce_losses
 
 FAKE_OWNER = "fake-host:0:demo"
 """Lease owner of the runs a fake sweep leaves running (host:pid:tag like a real worker's; the
