@@ -118,6 +118,7 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
 
     def add(specs) -> None:
         nonlocal missing
+        fresh = {(f"{s.gamma:.12g}", f"{s.eta:.12g}", s.seed) for s in specs}
         for spec in specs:
             key = (f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)
             if key not in by_key:
@@ -135,8 +136,8 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
             )  # fmt: skip
             if stable is None or decades is None:
                 continue
-            for k, r in column.items():
-                if r is not None and float(k[1]) < stable * 10.0**-decades * (1 - 1e-9):
+            for k, r in column.items():  # only the runs still to train: a trained one stays
+                if k in fresh and float(k[1]) < stable * 10.0**-decades * (1 - 1e-9):
                     trained[k] = None
         missing = sum(1 for r in trained.values() if r is not None and r.status == "skipped")
 
@@ -147,7 +148,11 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
             return RunCurve(float(g), float(e), seed, "skipped", None, np.zeros(0), np.zeros(0))
         return curves[run.run_id]
 
+    def spent() -> int:
+        return sum(r.steps_done for r in trained.values() if r is not None)
+
     add(expand(preset))
+    print(f"grid: {len(trained)} runs, {spent():,} run-steps")
     rounds = 0
     while True:
         proposal = propose(preset, [curve(k) for k in trained])
@@ -155,10 +160,22 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
         if not added:
             break
         rounds += 1
+        before, star = spent(), {(f"{g:.12g}", f"{e:.12g}") for g, e in proposal.eta_star}
         add(added)
+        cost = {"η*": 0, "η_div": 0, "γ": 0}
+        for spec in added:
+            run = trained[(f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)]
+            kind = "η*" if (f"{spec.gamma:.12g}", f"{spec.eta:.12g}") in star else "η_div"
+            if (spec.gamma, spec.eta) in proposal.gamma:
+                kind = "γ"
+            cost[kind] += run.steps_done if run is not None else 0
+        print(
+            f"round {rounds}: {len(added)} runs, {spent() - before:,} run-steps ("
+            + ", ".join(f"{k} {v:,}" for k, v in cost.items() if v)
+            + ")"
+        )
     if missing:
         print(f"{missing} runs the simulated sweep trains were skipped by the dense one")
-    print(f"refinement rounds: {rounds}")
     depth, optimizer = result_law(info.config)
     grid = loss_grid([curve(k) for k in trained], float(info.steps), preset.analysis.window)
     stars, edges = eta_star(grid), eta_div(grid)
