@@ -136,7 +136,7 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
             )  # fmt: skip
             if stable is None or decades is None:
                 continue
-            for k, r in column.items():  # only the runs still to train: a trained one stays
+            for k in column:  # only the runs still to train: a trained one stays
                 if k in fresh and float(k[1]) < stable * 10.0**-decades * (1 - 1e-9):
                     trained[k] = None
         missing = sum(1 for r in trained.values() if r is not None and r.status == "skipped")
