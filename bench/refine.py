@@ -14,6 +14,15 @@ Prints per γ the two η* and their difference in decades, the lazy and rich slo
 sweep and the run-steps they trained (a diverged run counts the steps it made, a skipped one
 none) with the ratio refined/dense.
 
+    python bench/refine.py --oracle DENSE_CACHE DENSE_SWEEP [KEY=VALUE ...]
+
+simulates instead: the dense sweep's preset with the overrides (e.g. eta.per_decade=1
+refine.eta_precision=0.05 refine.max_runs=5000), its grid under the η cut-off and then its
+refinement rounds, every run looked up in the dense sweep (so every proposed η must be a
+dense-grid point: the refinement lattice of 1 η per decade and precision 0.05 is the dense
+grid's 6 per decade). Nothing is trained; a run the dense sweep skipped (its cut-off sits
+higher) but the simulated one would train is counted as "missing" and costs the full steps.
+
 With MAX_RUNS, the refinement is replayed with that cap instead of the one it ran with: the
 same `propose`/`round_specs` rounds from the grid on, each reading only the runs the capped
 sweep would have had, all of which the uncapped sweep trained (a capped round is a prefix of
@@ -26,9 +35,19 @@ import math
 import sys
 from dataclasses import dataclass
 
-from gamma_tui.analysis import EtaPoint, RegimeFits, eta_div, eta_star, fit_regimes, loss_grid
+import numpy as np
+
+from gamma_tui.analysis import (
+    EtaPoint,
+    RegimeFits,
+    RunCurve,
+    eta_div,
+    eta_star,
+    fit_regimes,
+    loss_grid,
+)
 from gamma_tui.cache import Cache
-from gamma_tui.config import Preset, expand
+from gamma_tui.config import Preset, expand, parse_preset
 from gamma_tui.refine import propose, round_specs
 from gamma_tui.report import analyze
 from gamma_tui.results import run_curves
@@ -85,6 +104,91 @@ def replayed(cache: Cache, sweep: str, max_runs: int) -> Measured:
     )
 
 
+def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
+    """The coarse-plus-refine sweep simulated on the dense sweep's runs (module docstring)."""
+    info = cache.sweep(sweep)
+    preset = parse_preset(info.preset_toml, overrides=overrides, default_name=sweep)
+    assert preset.refine is not None, "give refine.eta_precision=... among the overrides"
+    infos = cache.runs(sweep)
+    by_key = {(f"{r.gamma:.12g}", f"{r.eta:.12g}", r.seed): r for r in infos}
+    curves = dict(zip([r.run_id for r in infos], run_curves(cache, infos, info.steps), strict=True))
+    decades = preset.cutoff.decades
+    trained: dict[tuple, object] = {}  # (γ, η, seed) key -> the dense RunInfo, or None: skipped
+    missing = 0
+
+    def add(specs) -> None:
+        nonlocal missing
+        fresh = {(f"{s.gamma:.12g}", f"{s.eta:.12g}", s.seed) for s in specs}
+        for spec in specs:
+            key = (f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)
+            if key not in by_key:
+                raise SystemExit(f"γ={spec.gamma:g} η={spec.eta:g} is not in {sweep}")
+            trained[key] = by_key[key]
+        # the cut-off: per γ, skip what lies `decades` below the first stable η
+        for gamma in {k[0] for k in trained}:
+            column = {k: r for k, r in trained.items() if k[0] == gamma}
+            etas = sorted({float(k[1]) for k in column}, reverse=True)
+            stable = next(
+                (e for e in etas if all(
+                    r is not None and r.status == "done" for k, r in column.items()
+                    if float(k[1]) == e)),
+                None,
+            )  # fmt: skip
+            if stable is None or decades is None:
+                continue
+            for k in column:  # only the runs still to train: a trained one stays
+                if k in fresh and float(k[1]) < stable * 10.0**-decades * (1 - 1e-9):
+                    trained[k] = None
+        missing = sum(1 for r in trained.values() if r is not None and r.status == "skipped")
+
+    def curve(key) -> RunCurve:
+        run = trained[key]
+        if run is None or run.status == "skipped":
+            g, e, seed = key
+            return RunCurve(float(g), float(e), seed, "skipped", None, np.zeros(0), np.zeros(0))
+        return curves[run.run_id]
+
+    def spent() -> int:
+        return sum(r.steps_done for r in trained.values() if r is not None)
+
+    add(expand(preset))
+    print(f"grid: {len(trained)} runs, {spent():,} run-steps")
+    rounds = 0
+    while True:
+        proposal = propose(preset, [curve(k) for k in trained])
+        added = round_specs(preset, proposal, preset.refine.max_runs - len(trained))
+        if not added:
+            break
+        rounds += 1
+        before, star = spent(), {(f"{g:.12g}", f"{e:.12g}") for g, e in proposal.eta_star}
+        add(added)
+        cost = {"η*": 0, "η_div": 0, "γ": 0}
+        for spec in added:
+            run = trained[(f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)]
+            kind = "η*" if (f"{spec.gamma:.12g}", f"{spec.eta:.12g}") in star else "η_div"
+            if (spec.gamma, spec.eta) in proposal.gamma:
+                kind = "γ"
+            cost[kind] += run.steps_done if run is not None else 0
+        print(
+            f"round {rounds}: {len(added)} runs, {spent() - before:,} run-steps ("
+            + ", ".join(f"{k} {v:,}" for k, v in cost.items() if v)
+            + ")"
+        )
+    if missing:
+        print(f"{missing} runs the simulated sweep trains were skipped by the dense one")
+    depth, optimizer = result_law(info.config)
+    grid = loss_grid([curve(k) for k in trained], float(info.steps), preset.analysis.window)
+    stars, edges = eta_star(grid), eta_div(grid)
+    steps = sum(r.steps_done for r in trained.values() if r is not None and r.status != "skipped")
+    return Measured(
+        stars,
+        fit_regimes(stars, depth=depth, optimizer=optimizer),
+        fit_regimes(edges, depth=depth, optimizer=optimizer),
+        len(trained),
+        steps + missing * info.steps,
+    )
+
+
 def result_law(config: dict) -> tuple[int, str]:
     """The sweep's L and optimizer, as `fit` reads them."""
     from gamma_tui.config import sweep_depth_label, sweep_optimizer
@@ -115,17 +219,22 @@ def slope_line(name: str, dense: Measured, refined: Measured) -> str:
 def main(
     dense_cache: str,
     dense_sweep: str,
-    refined_cache: str,
-    refined_sweep: str,
+    refined_cache: str | None,
+    refined_sweep: str | None,
     max_runs: str | None = None,
+    oracle_overrides: list[str] | None = None,
 ) -> None:
     """Print the comparison."""
-    with Cache(dense_cache) as dc, Cache(refined_cache) as rc:
+    with Cache(dense_cache) as dc:
         dense = measured(dc, dense_sweep)
-        if max_runs is None:
-            refined = measured(rc, refined_sweep)
+        if oracle_overrides is not None:
+            refined = oracle(dc, dense_sweep, oracle_overrides)
         else:
-            refined = replayed(rc, refined_sweep, int(max_runs))
+            with Cache(refined_cache) as rc:
+                if max_runs is None:
+                    refined = measured(rc, refined_sweep)
+                else:
+                    refined = replayed(rc, refined_sweep, int(max_runs))
     dense_steps, refined_steps = dense.run_steps, refined.run_steps
     print(f"{'γ':>9} {'η* dense':>10} {'η* refined':>10} {'Δ dec':>7} {'± refined':>9}")
     worst = 0.0
@@ -151,6 +260,9 @@ def main(
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (5, 6):
+    if len(sys.argv) >= 4 and sys.argv[1] == "--oracle":
+        main(*sys.argv[2:4], None, None, oracle_overrides=sys.argv[4:])
+    elif len(sys.argv) in (5, 6):
+        main(*sys.argv[1:])
+    else:
         sys.exit(__doc__)
-    main(*sys.argv[1:])

@@ -1,12 +1,18 @@
 """Adaptive refinement of a sweep's grid ([refine] in a preset): where to add runs next.
 
 After the grid (and each later round) has trained, `propose` reads the sweep's curves and
-returns the (γ, η) cells to add: η values halfway between existing neighbours around each
-γ's η* while its interval exceeds `eta_precision` (and the seed spread does not already
-exceed it), halfway inside the bracket of η_div while its half-width exceeds it, and, with
-`gamma = true`, a γ column halfway between the columns around the crossover of the lazy and
-rich fits. Every new η is made the way the grid makes its own (c rounded, times γ^p for a
-relative grid), so a denser sweep that has the same point shares the run. No torch here.
+returns the (γ, η) cells to add. New η lie on a lattice finer than the grid: `n` points per
+decade from the grid's first η, the grid's own density times the smallest integer that makes
+the step 1/n at most √12 · `eta_precision` (the spacing whose share of the η* interval,
+spacing/√12, is the precision). Per γ and round, around η*: one lattice point towards the
+optimum (the vertex of the parabola through the η* cell and its neighbours, or the middle of
+a gap that ends in divergence), or, when the vertex is at the η* cell, its two lattice
+neighbours, until both gaps next to the η* cell are within the precision (or the seed spread,
+whichever is wider); the η_div bracket is bisected on the lattice until its half-width is
+within the precision or the bracket is one lattice step. With `gamma = true`, a γ column is
+added halfway between the columns around the crossover of the lazy and rich fits. Every new
+η is made the way the grid makes its own (c = 10^(lo + k/n) rounded, times γ^p for a relative
+grid), so a sweep with n points per decade has the same point and shares the run. No torch.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gamma_tui.analysis import RunCurve, eta_div, eta_star, fit_regimes, loss_grid
+from gamma_tui.analysis import RunCurve, eta_star, fit_regimes, loss_grid
 from gamma_tui.config import (
     Preset,
     RunSpec,
@@ -28,14 +34,16 @@ from gamma_tui.config import (
     run_spec,
 )
 
-# The interval of η* counts the spacing s as s/sqrt(12) (gamma_tui.analysis): refining stops
-# once a gap is below sqrt(12) times the precision sought.
+# The interval of η* counts the spacing s as s/sqrt(12) (gamma_tui.analysis): a gap next to
+# the η* cell is fine once below sqrt(12) times the precision sought.
 _SPACING_TO_STD = 1.0 / math.sqrt(12.0)
 # A γ column is added at the crossover only if no column is within this many decades of it.
 _MIN_GAMMA_GAP = 0.1
 _GAMMA_SNAP = 0.05
-# Positions in decades are snapped to this grid so that midpoints of grid points are exact.
+# Positions in decades are snapped to this grid so that snapped γ are exact.
 _DECIMALS = 6
+# Lattice positions of present cells within this many steps of an integer are on the lattice.
+_ON_LATTICE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,35 @@ class Proposal:
         return [*self.eta_star, *self.eta_div, *self.gamma]
 
 
+@dataclass(frozen=True)
+class Lattice:
+    """The η positions refinement may add: c = 10^(lo + k/n) for integer k (times γ^p)."""
+
+    lo: float  # log10 of the grid's first η (or c)
+    n: int  # points per decade
+
+    @classmethod
+    def of(cls, preset: Preset) -> Lattice:
+        """The lattice of a preset: the grid's density times the smallest integer fine enough."""
+        assert preset.refine is not None
+        per_decade = preset.eta.per_decade
+        step = preset.refine.eta_precision / _SPACING_TO_STD  # the widest gap that is fine
+        factor = max(1, math.ceil(1.0 / (per_decade * step) - 1e-9))
+        n = per_decade * factor
+        if abs(n - round(n)) > 1e-9:  # a fractional grid density: a lattice of its own
+            n = math.ceil(1.0 / step - 1e-9)
+        return cls(math.log10(preset.eta.min), int(round(n)))
+
+    def position(self, eta: float, scale: float) -> float:
+        """Lattice units of an η in a column of scale γ^p (integers on the lattice)."""
+        return (math.log10(eta / scale) - self.lo) * self.n
+
+    def eta(self, k: int, scale: float) -> float:
+        """The η at lattice index k, computed exactly as LogRange.values and eta_values do."""
+        c = round_grid_value(10 ** (self.lo + k / self.n))
+        return c if scale == 1.0 else round_grid_value(c * scale)
+
+
 def propose(preset: Preset, curves: Sequence[RunCurve]) -> Proposal:
     """The cells the next round adds (none: every γ is known to the precision)."""
     settings = preset.refine
@@ -59,49 +96,122 @@ def propose(preset: Preset, curves: Sequence[RunCurve]) -> Proposal:
         return Proposal([], [], [])
     grid = loss_grid(curves, step=float(preset.train.steps), window=preset.analysis.window)
     have = {(_key(r.gamma), _key(r.eta)) for r in curves}
+    lattice = Lattice.of(preset)
     precision = settings.eta_precision
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_loss = np.log(grid.mean_loss)  # NaN where a seed diverged or no data
+    blocked = grid.diverged.any(axis=0)
     star_cells: list[tuple[float, float]] = []
     div_cells: list[tuple[float, float]] = []
-    stars, edges = eta_star(grid), eta_div(grid)
+    stars = eta_star(grid)
     for g, gamma in enumerate(grid.gammas.tolist()):
-        present = np.flatnonzero(
-            np.isfinite(grid.loss[:, g]).any(axis=0) | grid.diverged[:, g].any(axis=0)
-        )
-        xs = np.log10(grid.etas[present])
-        if xs.size == 0:
+        present = np.flatnonzero(np.isfinite(log_loss[g]) | blocked[g])
+        if present.size == 0:
             continue
-        offset = math.log10(eta_scale(preset, gamma))
-        star, edge = stars[g], edges[g]
-        if star.ok:
-            wanted = _around_star(xs, math.log10(star.eta), star.log10_eta_err, precision)
-            star_cells += [(gamma, _eta(x, offset)) for x in wanted]
-        if edge.ok and 0.5 * edge.log10_spacing > precision:
-            top = math.log10(edge.eta)
-            div_cells.append((gamma, _eta(top + 0.5 * edge.log10_spacing, offset)))
+        scale = eta_scale(preset, gamma)
+        column = _Column(
+            u=np.array([lattice.position(e, scale) for e in grid.etas[present]]),
+            log_loss=log_loss[g, present],
+            diverged=blocked[g, present],
+        )
+        err = stars[g].log10_eta_err if stars[g].ok else 0.0
+        limit = max(precision, err if math.isfinite(err) else 0.0) / _SPACING_TO_STD
+        star_cells += [
+            (gamma, lattice.eta(k, scale)) for k in _star_steps(column, limit * lattice.n)
+        ]
+        edge = _div_steps(column, 2 * precision * lattice.n)
+        div_cells += [(gamma, lattice.eta(k, scale)) for k in edge]
     gamma_cells = _gamma_columns(preset, stars, grid.gammas) if settings.gamma else []
     return Proposal(*(_new(cells, have) for cells in (star_cells, div_cells, gamma_cells)))
 
 
-def _around_star(xs: np.ndarray, x_star: float, seed_err: float, precision: float) -> list[float]:
-    """Midpoints of the gaps next to the η* cell that are too wide for the precision.
+@dataclass(frozen=True)
+class _Column:
+    """One γ's present cells in lattice units, ascending: seed-mean log loss, divergence."""
 
-    The η* cell is the present η nearest the (parabola-refined) η*; a gap is too wide when its
-    share of the interval, gap/sqrt(12), exceeds both the precision and the seed spread (once
-    the seeds disagree by more, finer η cannot locate the optimum better). An η* at the edge of
-    what this γ has is extended by one gap outward.
+    u: np.ndarray
+    log_loss: np.ndarray  # NaN where diverged
+    diverged: np.ndarray
+
+
+def _star_steps(col: _Column, limit: float) -> list[int]:
+    """Lattice indices to add around the η* cell (gaps and `limit` in lattice units).
+
+    Nothing once both gaps next to the η* cell (the lowest seed-mean loss) are within `limit`.
+    An η* cell at the edge of what the γ has is extended outward by its neighbouring gap. Else
+    the target is the vertex of the parabola through the cell and its neighbours (or, when a
+    neighbour in a wide gap diverged, the middle of that gap: the optimum may sit just below
+    η_div and the point also bisects the η_div bracket): one lattice point towards it inside
+    the gap, at least one step from either end; a target at the cell itself closes every wide
+    gap with the farthest point still within `limit` of the cell.
     """
-    err = seed_err if math.isfinite(seed_err) else 0.0
-    limit = max(precision, err) / _SPACING_TO_STD
-    i = int(np.argmin(np.abs(xs - x_star)))
-    wanted = []
-    for j in (i - 1, i + 1):
-        if 0 <= j < xs.size:
-            if abs(xs[j] - xs[i]) > limit:
-                wanted.append(0.5 * (xs[i] + xs[j]))
-        elif xs.size >= 2:  # unbracketed: step outward by the neighbouring gap
-            gap = abs(xs[i] - xs[2 * i - j])
-            wanted.append(xs[i] + (gap if j > i else -gap))
-    return wanted
+    finite = np.isfinite(col.log_loss)
+    if not finite.any() or col.u.size < 2:
+        return []
+    i = int(np.argmin(np.where(finite, col.log_loss, np.inf)))
+    if i in (0, col.u.size - 1):  # unbracketed: step outward by the neighbouring gap
+        j = 1 if i == 0 else col.u.size - 2
+        return [_snap(col.u[i] + (col.u[i] - col.u[j]))]
+    gaps = {-1: col.u[i] - col.u[i - 1], 1: col.u[i + 1] - col.u[i]}
+    wide = [side for side, gap in gaps.items() if gap > limit + _ON_LATTICE]
+    if not wide:
+        return []
+    towards_divergence = [side for side in wide if col.diverged[i + side]]
+    if towards_divergence:
+        side = towards_divergence[0]
+        target = col.u[i] + 0.5 * side * gaps[side]
+    elif finite[i - 1] and finite[i + 1]:
+        target = _vertex(col.u[i - 1 : i + 2], col.log_loss[i - 1 : i + 2])
+    else:
+        side = max(wide, key=gaps.get)
+        target = col.u[i] + 0.5 * side * gaps[side]
+    side = int(np.sign(round(target - col.u[i])))
+    if side == 0 or side not in wide:  # the optimum is at the cell: close the wide gaps
+        reach = max(1, math.floor(limit + _ON_LATTICE))
+        return [_snap(col.u[i]) + s * reach for s in wide]
+    lo, hi = sorted((col.u[i], col.u[i + side]))
+    return [
+        int(
+            np.clip(
+                round(target), math.floor(lo + _ON_LATTICE) + 1, math.ceil(hi - _ON_LATTICE) - 1
+            )
+        )
+    ]
+
+
+def _div_steps(col: _Column, limit: float) -> list[int]:
+    """The lattice point halfway inside the η_div bracket while it is wider than `limit`.
+
+    The bracket is the highest η with no seed diverged and the nearest diverged η above it;
+    a bracket of one lattice step is as fine as the lattice goes.
+    """
+    stable = np.flatnonzero(np.isfinite(col.log_loss))
+    if stable.size == 0:
+        return []
+    top = int(stable[-1])
+    above = np.flatnonzero(col.diverged[top + 1 :])
+    if above.size == 0:
+        return []
+    lo, hi = col.u[top], col.u[top + 1 + int(above[0])]
+    if hi - lo <= max(limit, 1.0) + _ON_LATTICE:
+        return []
+    inner = (math.floor(lo + _ON_LATTICE) + 1, math.ceil(hi - _ON_LATTICE) - 1)
+    return [int(np.clip(round(0.5 * (lo + hi)), *inner))]
+
+
+def _vertex(u: np.ndarray, y: np.ndarray) -> float:
+    """Vertex of the parabola through three points; the middle point where it is not convex."""
+    (x0, x1, x2), (y0, y1, y2) = u, y
+    left, right = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    curvature = (right - left) / (x2 - x0)
+    if not curvature > 0:
+        return float(x1)
+    return float(np.clip(0.5 * (x0 + x1) - left / (2.0 * curvature), x0, x2))
+
+
+def _snap(u: float) -> int:
+    """The lattice index nearest a position."""
+    return int(round(u))
 
 
 def _gamma_columns(preset: Preset, stars: list, gammas: np.ndarray) -> list[tuple[float, float]]:
@@ -120,15 +230,6 @@ def _gamma_columns(preset: Preset, stars: list, gammas: np.ndarray) -> list[tupl
         return []  # outside the swept γ range, or a column is already there
     gamma = round_grid_value(10.0 ** round(x, _DECIMALS))
     return [(gamma, eta) for eta in eta_values(preset, gamma)]
-
-
-def _eta(x_c: float, offset: float) -> float:
-    """The η at log10 position `x_c`, made as the grid makes it: c rounded, times γ^p.
-
-    `offset` is log10 γ^p of the column (0 for an absolute grid).
-    """
-    c = round_grid_value(10.0 ** round(x_c - offset, _DECIMALS))
-    return round_grid_value(c * 10.0**offset)
 
 
 def _key(value: float) -> str:
@@ -154,23 +255,20 @@ def round_specs(preset: Preset, proposal: Proposal, room: int) -> list[RunSpec]:
     return [run_spec(preset, gamma, eta, seed) for gamma, eta in cells for seed in preset.seeds]
 
 
-def rounds_needed(gap: float, limit: float) -> int:
-    """Halvings that bring a gap of `gap` decades to at most `limit`."""
-    return max(0, math.ceil(math.log2(gap / limit))) if gap > limit > 0 else 0
-
-
 def estimate(preset: Preset) -> tuple[int, int]:
-    """(at most how many runs refinement adds, the max_runs cap) for `run --dry-run`.
+    """(about how many runs refinement adds at most, the max_runs cap) for `run --dry-run`.
 
-    Per γ, the η* cell's two gaps and the η_div bracket start at the grid's spacing and halve
-    each round until within the precision; the cap bounds the total.
+    Per γ, every lattice point inside the two grid gaps next to the η* cell (the walk towards
+    the optimum stays there unless the seeds move η* to another grid cell), one outward step,
+    and the bisections of one grid gap down to the lattice step for η_div; the cap bounds it.
     """
     settings = preset.refine
     if settings is None:
         return 0, 0
-    gap = 1.0 / preset.eta.per_decade
-    star = 2 * rounds_needed(gap, settings.eta_precision / _SPACING_TO_STD)
-    div = rounds_needed(gap, 2.0 * settings.eta_precision)
+    lattice = Lattice.of(preset)
+    inside = max(round(lattice.n / preset.eta.per_decade) - 1, 0)
+    star = 2 * inside + 1
+    div = math.ceil(math.log2(inside + 1)) if inside else 0
     columns = len(preset.gamma.values()) + (1 if settings.gamma else 0)
     per_column = (star + div) * len(preset.seeds)
     extra_column = len(preset.eta.values()) * len(preset.seeds) if settings.gamma else 0

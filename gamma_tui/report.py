@@ -71,7 +71,6 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
     relative = info.config.get("eta", {}).get("scale") == "relative"
     depth, optimizer = sweep_depth_label(info.config), sweep_optimizer(info.config)
     mean = grid.mean_loss
-    rows = _row_etas(grid)
     label = "c = η/γ^p" if relative else "η"
     header = f"{label:>11} │" + "".join(f"{_fmt(g):>8}" for g in grid.gammas)
     lines = [
@@ -80,14 +79,12 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
         "─" * len(header),
     ]
     best = _best_index(mean)
-    for row in range(len(rows[0])):
-        cells = []
-        for g, column in enumerate(rows):
-            h = column[row] if row < len(column) else None
-            cells.append(_cell(grid, mean, g, h, best[g] == h))
-        first = next(c[row] for c in rows if row < len(c))
-        scale = grid.gammas[0] ** predicted_eta_exponent(grid.gammas[0], depth, optimizer)
-        name = grid.etas[first] / scale if relative else grid.etas[first]
+    scales = [
+        g ** predicted_eta_exponent(g, depth, optimizer) if relative else 1.0
+        for g in grid.gammas.tolist()
+    ]
+    for name, column in _rows(grid, scales):
+        cells = [_cell(grid, mean, g, h, h is not None and best[g] == h) for g, h in column]
         lines.append(f"{_fmt(name):>11} │" + "".join(cells))
     stars = eta_star(grid)
     lines.append("─" * len(header))
@@ -96,10 +93,22 @@ def heatmap_text(cache: Cache, sweep: str) -> str:
     return "\n".join(lines)
 
 
-def _row_etas(grid: LossGrid) -> list[list[int]]:
-    """Per γ column, the indices of the η values that have runs, largest η first."""
+def _rows(grid: LossGrid, scales: list[float]) -> list[tuple[float, list[tuple[int, int | None]]]]:
+    """Heatmap rows, largest first: (η, or c = η/γ^p, and per γ (g, its η index there or None)).
+
+    A row is every η (or c) some column has runs at, so a refined column's extra cells sit
+    between the grid's rows at their true value instead of shifting the column up.
+    """
     present = grid.state != "missing"
-    return [[int(h) for h in np.flatnonzero(present[g])[::-1]] for g in range(grid.gammas.size)]
+    rows: dict[float, dict[int, int]] = {}
+    for g, scale in enumerate(scales):
+        for h in np.flatnonzero(present[g]).tolist():
+            key = round(math.log10(grid.etas[h] / scale), 6)  # c of a relative grid, else η
+            rows.setdefault(key, {})[g] = h
+    return [
+        (10.0**key, [(g, rows[key].get(g)) for g in range(len(scales))])
+        for key in sorted(rows, reverse=True)
+    ]
 
 
 def _best_index(mean: np.ndarray) -> list[int | None]:

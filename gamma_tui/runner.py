@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
-from gamma_tui.config import Preset, RunSpec, expand, run_spec
+from gamma_tui.config import Preset, RunSpec, expand
 from gamma_tui.processes import register_driver, unregister_driver
 
 if TYPE_CHECKING:
@@ -154,8 +154,9 @@ def refine_round(
 ) -> list[str]:
     """Add the next [refine] round's runs to the sweep; returns their ids (none: done).
 
-    The sweep is registered again with its runs so far and the new ones, which makes them
-    ordinary cached runs of the sweep; runs the cache already has are reused, not retrained.
+    Only the added runs are registered (the sweep's other runs and their states are left as
+    they are), which makes them ordinary cached runs of the sweep; runs the cache already has
+    are reused, not retrained.
     """
     if preset.refine is None:
         return []
@@ -167,14 +168,14 @@ def refine_round(
     added = round_specs(preset, proposal, preset.refine.max_runs - len(run_ids))
     if not added:
         return []
-    known = [run_spec(preset, r.gamma, r.eta, r.seed) for r in runs]
     cache.register_sweep(
         preset.name,
         preset_text,
         preset.model_dump(mode="json"),
-        known + added,
+        added,
         preset.train.steps,
         preset_path,
+        replace=False,
     )
     return [spec.run_id for spec in added]
 

@@ -11,7 +11,7 @@ from support import ROOT
 from gamma_tui.analysis import RunCurve, eta_div, eta_star, loss_grid
 from gamma_tui.cache import Cache
 from gamma_tui.config import eta_scale, eta_values, expand, parse_preset
-from gamma_tui.refine import Proposal, estimate, propose, round_specs
+from gamma_tui.refine import Lattice, Proposal, estimate, propose, round_specs
 
 PRESET = """
 name = "refine-test"
@@ -35,17 +35,26 @@ LOG10_STAR = -1.3  # η* at every γ; runs above 10^(LOG10_DIV) diverge
 LOG10_DIV = -0.45
 
 
-def curves_for(cells: set[tuple[float, float]], seeds: int = 2, noise: float = 0.0) -> list:
-    """Flat curves on log L = 3 (log10 η − LOG10_STAR)², diverged above LOG10_DIV."""
+def curves_for(
+    cells: set[tuple[float, float]],
+    seeds: int = 2,
+    noise: float = 0.0,
+    star: float = LOG10_STAR,
+    div: float = LOG10_DIV,
+    skew: float = 0.0,
+) -> list:
+    """Flat curves on log L = 3 (x − star)², times 1 + skew above star (x = log10 η); diverged
+    above div."""
     rng = np.random.default_rng(0)
     runs = []
     for gamma, eta in sorted(cells):
         x = math.log10(eta)
         for seed in range(seeds):
-            if x > LOG10_DIV:
+            if x > div:
                 loss, status = np.full(4, np.inf), "diverged"
             else:
-                value = math.exp(3 * (x - LOG10_STAR) ** 2 + noise * rng.standard_normal())
+                shape = 3 * (x - star) ** 2 * (1 + skew if x > star else 1)
+                value = math.exp(shape + noise * rng.standard_normal())
                 loss, status = np.full(4, value), "done"
             runs.append(RunCurve(gamma, eta, seed, status, None, np.arange(97.0, 101.0), loss))
     return runs
@@ -55,41 +64,62 @@ def grid_cells(preset) -> set[tuple[float, float]]:
     return {(s.gamma, s.eta) for s in expand(preset)}
 
 
-def refine_until_done(preset, noise: float = 0.0) -> tuple[set, int]:
+def refine_until_done(preset, **landscape) -> tuple[set, int]:
     """Apply rounds to the synthetic surface until none is proposed; (cells, rounds)."""
     cells = grid_cells(preset)
     for rounds in range(1, 30):
-        proposal = propose(preset, curves_for(cells, noise=noise))
+        proposal = propose(preset, curves_for(cells, **landscape))
         if not proposal.cells:
             return cells, rounds - 1
         cells |= set(proposal.cells)
     raise AssertionError("refinement did not stop")
 
 
-def test_a_round_adds_midpoints_around_eta_star_and_in_the_eta_div_bracket() -> None:
+def test_the_lattice_is_the_grid_density_times_what_the_precision_needs() -> None:
+    preset = parse_preset(PRESET)  # 1 per decade, precision 0.05: step 1/6 <= 0.05·√12
+    assert Lattice.of(preset) == Lattice(-4.0, 6)
+    coarser = parse_preset(PRESET.replace("eta_precision = 0.05", "eta_precision = 0.2"))
+    assert Lattice.of(coarser).n == 2  # 0.2·√12 = 0.69: halving the grid step is enough
+    fine = parse_preset(PRESET.replace("per_decade = 1\n[refine]", "per_decade = 4\n[refine]"))
+    assert Lattice.of(fine).n == 8  # a multiple of the grid's 4: its points are lattice points
+
+
+def test_a_round_moves_towards_the_optimum_one_point_per_gamma() -> None:
     preset = parse_preset(PRESET)
     proposal = propose(preset, curves_for(grid_cells(preset)))
-    # η* cell is 10^-1 (closest to -1.3 after the parabola): midpoints -1.5 and -0.5 are added.
-    stars = sorted({round(math.log10(eta), 6) for _, eta in proposal.eta_star})
-    assert stars == [-1.5, -0.5]
-    # η_div: 10^-1 stable, 10^0 diverged: the bracket is bisected at -0.5, already proposed.
-    assert proposal.eta_div == [] and proposal.gamma == []
-    assert len(proposal.eta_star) == 2 * 3  # both gaps at each of the 3 γ
+    # η* cell 10^-1, its upper neighbour 10^0 diverged: the gap is bisected on the lattice
+    # (-0.5), which also bisects the η_div bracket, so η_div proposes nothing new.
+    assert sorted({round(math.log10(eta), 6) for _, eta in proposal.eta_star}) == [-0.5]
+    assert len(proposal.eta_star) == 3 and proposal.eta_div == [] and proposal.gamma == []
 
 
-def test_rounds_stop_at_the_precision_and_find_the_optimum() -> None:
+@pytest.mark.parametrize(
+    ("star", "div", "skew"),
+    [
+        (-1.3, -0.45, 0.0),
+        (-1.3, 0.5, 0.0),
+        (-2.55, 0.5, 3.0),
+        (-0.6, -0.45, -0.7),
+        (-2.2, 0.5, -0.8),
+        (-1.0, 0.5, 0),
+    ],
+)
+def test_rounds_stop_at_the_precision_and_bracket_the_optimum(star, div, skew) -> None:
+    """Known optima (symmetric, skewed, next to η_div, on a grid point): bracketed and bounded."""
     preset = parse_preset(PRESET)
-    cells, rounds = refine_until_done(preset)
-    assert 2 <= rounds <= 8
-    grid = loss_grid(curves_for(cells))
-    for star, edge in zip(eta_star(grid), eta_div(grid), strict=True):
-        assert abs(math.log10(star.eta) - LOG10_STAR) < 0.02
-        assert star.log10_interval <= 0.05 + 1e-9
-        assert edge.log10_interval <= 0.05 + 1e-9
-        assert math.log10(edge.eta) <= LOG10_DIV < math.log10(edge.eta) + 2 * 0.05 + 1e-9
-    # Far fewer runs than a grid as fine as the refined cells everywhere (1/16 decade).
-    dense = 3 * 5 * 16
-    assert len(cells) < dense / 5
+    cells, rounds = refine_until_done(preset, star=star, div=div, skew=skew)
+    step = 1 / 6  # the lattice of 1 η per decade at precision 0.05
+    grid = loss_grid(curves_for(cells, star=star, div=div, skew=skew))
+    added = len(cells) - len(grid_cells(preset))
+    for point, edge in zip(eta_star(grid), eta_div(grid), strict=True):
+        # η* within a lattice step of the optimum (next to η_div, with no parabola through a
+        # diverged neighbour, the lowest cell is η*: up to a step off on a skewed landscape)
+        assert abs(math.log10(point.eta) - star) <= step + 1e-9
+        assert point.log10_interval <= 0.05 + 1e-9
+        # η_div bracketed to one lattice step, or to the precision
+        assert math.log10(edge.eta) <= div < math.log10(edge.eta) + step + 1e-9
+    # at most 7 cells per γ (a grid of the lattice's density over the band has 31 per γ)
+    assert rounds <= 8 and added <= 3 * 7
 
 
 def test_a_wide_seed_spread_stops_refinement_earlier() -> None:
@@ -101,9 +131,10 @@ def test_a_wide_seed_spread_stops_refinement_earlier() -> None:
 
 def test_new_eta_values_are_the_ones_a_denser_grid_has() -> None:
     preset = parse_preset(PRESET.replace('scale = "absolute"', 'scale = "relative"'))
-    proposal = propose(preset, curves_for(grid_cells(preset)))
-    denser = preset.model_copy(update={"eta": preset.eta.model_copy(update={"per_decade": 2.0})})
-    inside = [(g, e) for g, e in proposal.eta_star if 1e-4 <= e / eta_scale(preset, g) <= 10]
+    cells, _ = refine_until_done(preset)
+    denser = preset.model_copy(update={"eta": preset.eta.model_copy(update={"per_decade": 6.0})})
+    added = cells - grid_cells(preset)
+    inside = [(g, e) for g, e in added if 1e-4 <= e / eta_scale(preset, g) <= 10]
     assert inside
     for gamma, eta in inside:
         assert eta in eta_values(denser, gamma)  # equal floats: the runs would be shared
@@ -216,3 +247,61 @@ def test_dry_run_says_what_refinement_may_add(tmp_path) -> None:
     most, cap = estimate(parse_preset(PRESET))
     assert f"refinement (eta_precision 0.05 decades): up to {most:,} more runs" in done.stdout
     assert f"max_runs {cap:,}" in done.stdout
+
+
+def test_refine_round_leaves_the_sweeps_other_runs_as_they_are(tmp_path) -> None:
+    """Only the added runs are registered: a run the cut-off skipped stays skipped."""
+    from test_report import STEPS, build_fake_sweep
+
+    from gamma_tui.config import run_spec
+    from gamma_tui.runner import refine_round
+
+    text = PRESET.replace("steps = 100", f"steps = {STEPS}")
+    preset = parse_preset(text)
+    with Cache(tmp_path / "runs") as cache:
+        build_fake_sweep(cache, text)
+        low = run_spec(preset, 1.0, 1e-6, 0)  # far below every η*: as if cut off
+        specs = [*expand(preset), low]
+        cache.register_sweep(preset.name, text, preset.model_dump(mode="json"), specs, STEPS)
+        cache.mark_skipped([low.run_id])
+        before = {r.run_id: (r.status, r.updated) for r in cache.runs(preset.name)}
+        added = refine_round(cache, preset, text, None, list(before))
+        after = {r.run_id: (r.status, r.updated) for r in cache.runs(preset.name)}
+    assert added and before[low.run_id][0] == "skipped"
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) == set(before) | set(added)
+
+
+def test_show_draws_refined_cells_at_their_eta(tmp_path) -> None:
+    """`show` on a refined sweep: one row per η any column has; refined cells only where added."""
+    from test_report import STEPS, build_fake_sweep
+
+    from gamma_tui.report import heatmap_text
+    from gamma_tui.runner import refine_round
+
+    text = PRESET.replace("steps = 100", f"steps = {STEPS}")
+    preset = parse_preset(text)
+    with Cache(tmp_path / "runs") as cache:
+        build_fake_sweep(cache, text)
+        ids = [r.run_id for r in cache.runs(preset.name)]
+        added = cache.runs(run_ids=refine_round(cache, preset, text, None, ids))
+        heat = heatmap_text(cache, preset.name).splitlines()
+    gammas = preset.gamma.values()
+    end = next(i for i in range(3, len(heat)) if heat[i].startswith("─"))
+    body = heat[3:end]
+    rows = {}
+    for line in body:
+        label, cells = line.split("│")
+        rows[float(label)] = [cells[8 * g : 8 * g + 8].strip() for g in range(len(gammas))]
+    refined = {round(r.eta, 12): {gammas.index(r.gamma)} for r in added}
+    for r in added:
+        refined[round(r.eta, 12)].add(gammas.index(r.gamma))
+    grid_etas = {round(e, 12) for e in preset.eta.values()}
+    assert len(rows) == len(grid_etas | set(refined))
+    for eta, cells in rows.items():
+        key = next(k for k in grid_etas | set(refined) if math.isclose(k, eta, rel_tol=0.05))
+        if key in grid_etas:
+            assert all(cells), (eta, cells)  # every grid row is full: nothing shifted up
+        else:
+            assert [bool(c) for c in cells] == [g in refined[key] for g in range(len(gammas))]
+            assert {c for c in cells if c} == {"q"}  # queued, at their own η

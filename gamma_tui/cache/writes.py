@@ -27,11 +27,13 @@ class Writes(Reads, Leases):
         specs: Sequence[Any],
         steps: int,
         preset_path: str | None = None,
+        replace: bool = True,
     ) -> None:
         """Record a sweep and its runs; runs already cached keep their state.
 
         A finished run whose steps are below `steps` is queued again to be extended from its
-        checkpoint; a diverged run stays diverged.
+        checkpoint; a diverged run stays diverged. With `replace=False` the specs are added to
+        the sweep's runs instead of replacing them (a refinement round adds its runs only).
         """
         now = time.time()
         with self.transaction() as db:
@@ -41,7 +43,8 @@ class Writes(Reads, Leases):
                 "config_json=excluded.config_json, steps=excluded.steps, updated=excluded.updated",
                 (name, preset_path, preset_toml, json.dumps(config), steps, now, now),
             )
-            db.execute("DELETE FROM sweep_runs WHERE sweep=?", (name,))
+            if replace:
+                db.execute("DELETE FROM sweep_runs WHERE sweep=?", (name,))
             db.executemany(
                 "INSERT OR IGNORE INTO sweep_runs VALUES (?,?)", [(name, s.run_id) for s in specs]
             )
