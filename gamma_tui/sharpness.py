@@ -61,6 +61,13 @@ def step_size(eta: float, width: int, optimizer: str) -> float:
     return width * eta if optimizer == "sgd" else eta
 
 
+def sweep_step_size(config: dict[str, Any], eta: float) -> float:
+    """step_size of a run at `eta` in a sweep with this config (the chain's width is 1)."""
+    network = config.get("network", {})
+    width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
+    return step_size(eta, width, sweep_optimizer(config))
+
+
 def theory(depth: int, optimizer: str) -> dict[str, float | None]:
     """Predicted λ_max slopes: -2 (lazy) and -2/L (rich) under SGD; none derived otherwise."""
     if optimizer != "sgd":
@@ -128,8 +135,6 @@ def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[s
     info = cache.sweep(sweep)
     infos, curves = load_run_curves(cache, sweep)
     measured = cache.diagnostics([r.run_id for r in infos])
-    network = info.config.get("network", {})
-    width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
     optimizer = sweep_optimizer(info.config)
     runs = []
     for run, curve in zip(infos, curves, strict=True):
@@ -142,7 +147,7 @@ def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[s
                 run.eta,
                 run.seed,
                 curve.status,
-                step_size(run.eta, width, optimizer),
+                sweep_step_size(info.config, run.eta),
                 found.steps,
                 found.values["sharpness"],
                 np.asarray(curve.steps),
