@@ -132,10 +132,19 @@ def summarize(
 def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[str, Any] | None:
     """The sharpness block of a sweep given its `fit` summary (for η*), or None when no run
     of the sweep has a sharpness diagnostic."""
+    config, runs = sweep_runs(cache, sweep)
+    if not runs:
+        return None
+    return summarize(
+        runs, eta_stars(fit_summary), sweep_depth_label(config), sweep_optimizer(config)
+    )
+
+
+def sweep_runs(cache: Cache, sweep: str) -> tuple[dict[str, Any], list[SharpnessRun]]:
+    """The sweep's config and its runs that have a sharpness diagnostic."""
     info = cache.sweep(sweep)
     infos, curves = load_run_curves(cache, sweep)
     measured = cache.diagnostics([r.run_id for r in infos])
-    optimizer = sweep_optimizer(info.config)
     runs = []
     for run, curve in zip(infos, curves, strict=True):
         found = measured.get(run.run_id)
@@ -154,14 +163,16 @@ def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[s
                 np.asarray(curve.loss, dtype=np.float64),
             )
         )
-    if not runs:
-        return None
-    stars = {
+    return info.config, runs
+
+
+def eta_stars(fit_summary: dict[str, Any]) -> dict[float, float]:
+    """γ -> η* of a `fit` summary, for the γ whose η* is usable."""
+    return {
         p["gamma"]: p["eta"]
         for p in fit_summary.get("eta_star", [])
         if p.get("ok") and p.get("eta") is not None
     }
-    return summarize(runs, stars, sweep_depth_label(info.config), optimizer)
 
 
 def _point(runs: list[SharpnessRun], gamma: float, star: float) -> dict[str, Any] | None:

@@ -131,3 +131,41 @@ def test_bad_diagnostics_exit_2_before_any_worker(
     assert done.returncode == 2
     assert fragment in done.stderr and "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "runs" / "logs").exists()  # no worker started
+
+
+def test_report_adds_the_sharpness_figure(tmp_path: Path) -> None:
+    """A finished sweep with synthetic λ_max diagnostics gets sharpness.png/.svg (fitted slopes,
+    theory guides, the edge line) and its sharpness fit in summary.md; one without gets
+    neither."""
+    pytest.importorskip("matplotlib")
+    from gamma_tui.cache import Cache
+    from gamma_tui.figures import FORMATS, write_report
+    from gamma_tui.report import fit_summary
+    from gamma_tui.sharpness import sweep_block
+    from gamma_tui.ui.demo import fake_preset_text, synthetic_diagnostics, write_fake_sweep
+
+    with Cache(tmp_path / "runs") as cache:
+        text = fake_preset_text("sharp", gammas=(0.01, 100.0, 2.0))
+        write_fake_sweep(cache, text, measure=synthetic_diagnostics)
+        write_fake_sweep(cache, fake_preset_text("plain", depth=3))  # runs of its own
+        written = write_report(cache, "sharp", tmp_path / "sharp")
+        block = sweep_block(cache, "sharp", fit_summary(cache, "sharp"))
+        plain = write_report(cache, "plain", tmp_path / "plain")
+    assert block is not None and block["lazy"]["slope"] is not None
+    assert block["rich"]["slope"] is not None
+    names = {p.name for p in written}
+    for extension in FORMATS:
+        assert f"sharpness.{extension}" in names
+        assert (tmp_path / "sharp" / f"sharpness.{extension}").stat().st_size > 10_000
+    assert (tmp_path / "sharp" / "sharpness.png").read_bytes().startswith(b"\x89PNG")
+    svg = (tmp_path / "sharp" / "sharpness.svg").read_text(encoding="utf-8")
+    # matplotlib writes each text as a comment over its glyph paths: the legend's entries
+    for label in ("λ_max = 2/(N·η) (edge)", "lazy theory -2", "rich theory -1"):
+        assert f"<!-- {label} -->" in svg
+    for regime in ("lazy", "rich"):
+        assert f"<!-- {regime}: {block[regime]['slope']:.2f}" in svg
+    markdown = (tmp_path / "sharp" / "summary.md").read_text(encoding="utf-8")
+    assert "\n".join(summary_text(block)) in markdown  # the numbers `fit` prints
+    assert "- [sharpness.png](sharpness.png)" in markdown
+    assert not any(p.name.startswith("sharpness") for p in plain)
+    assert "sharpness (λ_max" not in (tmp_path / "plain" / "summary.md").read_text()
