@@ -28,7 +28,7 @@ import numpy as np
 
 from gamma_tui.analysis import PowerFit, fit_power_law
 from gamma_tui.cache import Cache
-from gamma_tui.config import sweep_depth_label, sweep_optimizer
+from gamma_tui.config import Preset, expand, sweep_depth_label, sweep_optimizer
 from gamma_tui.results import load_run_curves
 
 EDGE = 2.0
@@ -173,6 +173,46 @@ def eta_stars(fit_summary: dict[str, Any]) -> dict[float, float]:
         for p in fit_summary.get("eta_star", [])
         if p.get("ok") and p.get("eta") is not None
     }
+
+
+def unmeasured_runs(cache: Cache, preset: Preset) -> int:
+    """Runs of the preset that the cache already trained (some steps) without the
+    diagnostics the preset now asks for; 0 when it asks for none."""
+    wanted = preset.diagnostics
+    if not wanted.enabled:
+        return 0
+    names = {
+        name
+        for name, on in (
+            ("sharpness", wanted.sharpness),
+            ("trace", wanted.trace),
+            ("ntk", wanted.ntk),
+            ("directional", wanted.directional),
+        )
+        if on
+    }
+    runs = cache.runs(run_ids=[spec.run_id for spec in expand(preset)])
+    trained = [r.run_id for r in runs if r.steps_done > 0]
+    measured = cache.diagnostics(trained)
+    return sum(1 for i in trained if i not in measured or not names & set(measured[i].values))
+
+
+def unmeasured_text(count: int) -> str:
+    """Why `count` cached runs lack diagnostics and how to get them, in one line."""
+    return (
+        f"{count} cached run(s) were trained without these [diagnostics] and get them only "
+        "for steps trained from now on: the cache keeps just each run's last checkpoint, so "
+        "past λ_max cannot be recomputed; for every step, use a fresh cache (--cache DIR)"
+    )
+
+
+def cost_text(training: float, diagnostics: float) -> str:
+    """The diagnostics' cost as a share of training, as `run` prints it."""
+    share = f"{100 * diagnostics / training:.1f}%" if training > 0 else "all"
+    return (
+        f"diagnostics took {diagnostics:.3g} s, {share} on top of {training:.3g} s of training "
+        "(worker wall time, summed over workers)"
+    )
 
 
 def _point(runs: list[SharpnessRun], gamma: float, star: float) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,25 @@ def test_report_adds_the_sharpness_figure(tmp_path: Path) -> None:
     assert "- [sharpness.png](sharpness.png)" in markdown
     assert not any(p.name.startswith("sharpness") for p in plain)
     assert "sharpness (λ_max" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
+def test_run_prints_the_diagnostics_cost_and_why_cached_runs_have_none(tmp_path: Path) -> None:
+    """A sweep first trained without diagnostics, then extended with them on: `run` says in
+    one line why the cached runs lack them, and prints the measured cost of those it trained
+    (the workers' timings, carried back through their cost files, which are then gone)."""
+    preset = tmp_path / "chain.toml"
+    small = CHAIN.replace("per_decade = 2", "per_decade = 1").replace("per_decade = 4", "")
+    preset.write_text(small.replace("steps = 200", "steps = 20"))
+    cache = tmp_path / "runs"
+    first = cli("run", str(preset), "--set", "diagnostics.sharpness=false", cache=cache)
+    assert "diagnostics took" not in first.stderr and "note:" not in first.stderr
+    second = cli("run", str(preset), "--set", "train.steps=40", cache=cache)
+    stderr = " ".join(second.stderr.split())  # rich wraps long lines
+    assert "cached run(s) were trained without these [diagnostics]" in stderr
+    assert "use a fresh cache (--cache DIR)" in stderr
+    cost = re.search(r"diagnostics took ([\d.]+) s, ([\d.]+)% on top of ([\d.]+) s", stderr)
+    assert cost is not None, stderr
+    spent, share, training = (float(v) for v in cost.groups())
+    assert spent > 0 and training > 0  # three significant digits each
+    assert share == pytest.approx(100 * spent / training, rel=0.01, abs=0.05)
+    assert not list((cache / "logs").glob("cost-*.json"))
