@@ -210,3 +210,24 @@ def test_cell_details_show_ensemble_and_sharpness(sharp) -> None:  # type: ignor
     plain = details_text(snapshot, snapshot.frame, smallest, int(done[0]))
     assert cell_measures(snapshot, snapshot.runs_in_cell(smallest, int(done[0])), None) is None
     assert "\nrun " in plain.plain and not plain.no_wrap
+
+
+def test_edge_line_is_labelled_on_the_curve_axis() -> None:
+    from gamma_tui.ui.plots import PlotModel, Series, draw_curves
+
+    x = np.linspace(0, 3, 20)
+    edge = Series(np.array([0.0, 3.0]), np.full(2, LOG10_EDGE), (255, 90, 90), dashed=True)
+    model = PlotModel(
+        (edge, Series(x, x / 3 - 0.5, (0, 0, 255))),
+        (0.0, 3.0),
+        (-1.0, 1.0),
+        True,
+        None,
+        (200, 200, 200),
+        (0, 0, 0),
+        y_labels=((LOG10_EDGE, "2"),),
+    )
+    canvas = draw_curves(model, 40, 18)
+    row = int(round((1.0 - LOG10_EDGE) / 2.0 * (18 - 2 - 1)))
+    assert "".join(canvas.chars[row, :6]).strip() == "2┤"
+    assert canvas.chars[row, 6:].tolist().count(" ") < 34  # the dashed edge line on that row

@@ -105,6 +105,7 @@ class PlotModel:
     foreground: RGB
     background: RGB
     empty_text: str = "no data yet"
+    y_labels: tuple[tuple[float, str], ...] = ()  # extra (log10 y, label) ticks: the edge 2
 
 
 @dataclass(frozen=True)
@@ -487,6 +488,11 @@ def _curve_axes(
         label = decade_label(tick)
         canvas.text(y, GUTTER - 1 - len(label), label, fg=dim)
         canvas.text(y, GUTTER - 1, "┤", fg=dim)
+    for value, label in model.y_labels:
+        if y0 <= value <= y1:
+            y = int(round((y1 - value) / (y1 - y0) * (plot_height - 1)))
+            canvas.text(y, max(0, GUTTER - 1 - len(label)), label, fg=dim, bold=True)
+            canvas.text(y, GUTTER - 1, "┤", fg=dim)
     for y in range(plot_height):
         if canvas.chars[y, GUTTER - 1] == " ":
             canvas.text(y, GUTTER - 1, "│", fg=dim)

@@ -446,6 +446,7 @@ class DashboardScreen(Screen[None]):
                 foreground,
                 background,
                 empty,
+                ((LOG10_EDGE, "2"),) if sharpness else (),
             )
         )
         if sharpness:
