@@ -231,3 +231,31 @@ def test_edge_line_is_labelled_on_the_curve_axis() -> None:
     row = int(round((1.0 - LOG10_EDGE) / 2.0 * (18 - 2 - 1)))
     assert "".join(canvas.chars[row, :6]).strip() == "2┤"
     assert canvas.chars[row, 6:].tolist().count(" ") < 34  # the dashed edge line on that row
+
+
+def test_snapshots_reread_the_diagnostics_of_runs_that_changed(sharp) -> None:  # type: ignore[no-untyped-def]
+    from gamma_tui.cache import Progress
+    from gamma_tui.ui.demo import FAKE_OWNER, FOREVER
+
+    cache, _ = sharp
+    builder = SnapshotBuilder()
+    before = builder.snapshot(cache, "sharp", None)
+    index = next(i for i, r in enumerate(before.runs) if r.status == "running")
+    run = before.runs[index]
+    update = Progress(
+        run.run_id,
+        run.steps_done + 1,
+        [],
+        None,
+        "running",
+        None,
+        None,
+        diagnostics=[(run.steps_done + 1, "sharpness", 123.0)],
+    )
+    assert not cache.commit(FAKE_OWNER, [update], ttl=FOREVER)
+    after = builder.snapshot(cache, "sharp", None)
+    found = after.diagnostics[index]
+    assert found is not None and found.steps[-1] == run.steps_done + 1
+    assert found.values["sharpness"][-1] == 123.0
+    unchanged = [i for i in range(len(before.runs)) if i != index]
+    assert all(after.diagnostics[i] is before.diagnostics[i] for i in unchanged)

@@ -408,6 +408,7 @@ class SnapshotBuilder:
     """
 
     memos: dict[str, _RunMemo] = field(default_factory=dict)
+    measured: dict[str, tuple[object, Diagnostics | None]] = field(default_factory=dict)
     samples: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     builds: int = 0
     plateaus_pending: bool = False  # the last snapshot was quick: some t½ are still NaN
@@ -434,7 +435,7 @@ class SnapshotBuilder:
         config = info.config
         settings = FitSettings.of(config)
         held = cache.evals([r.run_id for r in runs])
-        measured = cache.diagnostics([r.run_id for r in runs])
+        measured = self._diagnostics(cache, runs)
         frame = compute_frame(name, self.builds, curves, step, settings)
         layout = heat_layout(frame.grid)
         loss_range = _color_range(reduced, [r.status for r in runs])
@@ -459,9 +460,19 @@ class SnapshotBuilder:
             built_seconds=time.perf_counter() - started,
             fit_settings=settings,
             evals=tuple(held.get(r.run_id) for r in runs),
-            diagnostics=tuple(measured.get(r.run_id) for r in runs),
+            diagnostics=measured,
             step_sizes=np.array([sweep_step_size(config, r.eta) for r in runs], dtype=np.float64),
         )
+
+    def _diagnostics(self, cache: Cache, runs: Sequence[RunInfo]) -> tuple[Diagnostics | None, ...]:
+        """Each run's diagnostics, read again only for runs that changed since the last build
+        (they are committed with the curve, so an unchanged run has the same ones)."""
+        keys = {r.run_id: (r.steps_done, r.status, r.updated) for r in runs}
+        stale = [i for i, key in keys.items() if self.measured.get(i, (None,))[0] != key]
+        found = cache.diagnostics(stale) if stale else {}
+        for run_id in stale:
+            self.measured[run_id] = (keys[run_id], found.get(run_id))
+        return tuple(self.measured[r.run_id][1] for r in runs)
 
     def _reductions(
         self, runs: Sequence[RunInfo], curves: Sequence[RunCurve], log10_top: float, quick: bool
