@@ -217,6 +217,7 @@ def run(
             forwarded = _backend_words(settings) + _pairs("--device", [device] if device else [])
             _detach(preset, set_ or [], store, settings.workers or 1, forwarded, loaded.name)
             return
+        _note_unmeasured(store, loaded)
         signal.signal(signal.SIGTERM, _interrupt)  # `gamma-tui stop`: stop workers cleanly
         with _progress_display(quiet) as show:
             final, errors = run_sweep(
@@ -233,6 +234,10 @@ def run(
         err.print(f"[red]worker failed:[/] {message}", markup=True, highlight=False)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(final.counts.items()))
     err.print(f"{final.finished}/{final.total} runs finished ({counts})")
+    if loaded.diagnostics.enabled and final.cost_seconds[1] > 0:
+        from gamma_tui.sharpness import cost_text
+
+        err.print(cost_text(*final.cost_seconds), highlight=False)
     unfinished = (
         final.total
         - final.counts.get("done", 0)
@@ -240,6 +245,18 @@ def run(
         - final.counts.get("skipped", 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
+
+
+def _note_unmeasured(store: Any, loaded: Any) -> None:
+    """One line when [diagnostics] is on but cached runs were trained without it."""
+    from rich.markup import escape
+
+    from gamma_tui.sharpness import unmeasured_runs, unmeasured_text
+
+    count = unmeasured_runs(store, loaded)
+    if count:
+        note = escape(unmeasured_text(count))
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _key_values(pairs: list[str]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from gamma_tui.analysis import EtaPoint, PowerFit, RunCurve
 from gamma_tui.cache import Cache
+from gamma_tui.config import sweep_depth_label, sweep_optimizer
 from gamma_tui.report import (
     RICH_GAMMA,
     SweepAnalysis,
@@ -31,6 +32,8 @@ from gamma_tui.report import (
     fit_text,
     summary_of,
 )
+from gamma_tui.sharpness import eta_stars, summarize, summary_text, sweep_runs
+from gamma_tui.sharpness_figures import draw_sharpness
 
 FORMATS = ("png", "svg")
 """Every figure is written in each of these formats."""
@@ -48,9 +51,16 @@ def write_report(
     step: float | None = None,
     window: float | None = None,
 ) -> list[Path]:
-    """Write the figures of PAPER.md section 4 and summary.md; returns the paths written."""
+    """Write the figures of PAPER.md section 4 and summary.md; returns the paths written.
+    A sweep with λ_max diagnostics also gets sharpness.png/.svg and its fit in summary.md."""
     result = analyze(cache, sweep, step, window)
     summary = summary_of(result)
+    config, sharp_runs = sweep_runs(cache, sweep)
+    if sharp_runs:
+        optimizer = sweep_optimizer(config)
+        summary["sharpness"] = summarize(
+            sharp_runs, eta_stars(summary), sweep_depth_label(config), optimizer
+        )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     drawers: dict[str, Callable[[Figure, SweepAnalysis], None]] = {
@@ -70,6 +80,14 @@ def write_report(
         figure.tight_layout()
         for extension in FORMATS:
             written.append(_save_figure(figure, out / f"{name}.{extension}", extension))
+    if "sharpness" in summary:
+        figure = Figure(figsize=(11.0, 4.6))
+        FigureCanvasAgg(figure)
+        step_size = "N·η" if optimizer == "sgd" else "η"
+        draw_sharpness(figure, summary["sharpness"], sharp_runs, result.info.name, step_size)
+        figure.tight_layout()
+        for extension in FORMATS:
+            written.append(_save_figure(figure, out / f"sharpness.{extension}", extension))
     summary_path = out / "summary.md"
     _write_text(summary_path, summary_markdown(summary, [p.name for p in written]))
     written.append(summary_path)
@@ -512,7 +530,10 @@ def summary_markdown(summary: dict[str, Any], figures: Sequence[str]) -> str:
         )
     crossover = summary["crossover_gamma"]
     lines += ["", f"Crossover γ ≈ {crossover:.3g}." if crossover else "No crossover γ.", ""]
-    lines += ["```", fit_text(summary), "```", "", "## Figures", ""]
+    lines += ["```", fit_text(summary), "```", ""]
+    if "sharpness" in summary:
+        lines += ["```", *summary_text(summary["sharpness"]), "```", ""]
+    lines += ["## Figures", ""]
     lines += [f"- [{name}]({name})" for name in figures]
     return "\n".join(lines) + "\n"
 

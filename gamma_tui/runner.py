@@ -9,6 +9,8 @@ than that many decades below the first stable η are marked skipped instead of t
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -71,6 +73,8 @@ class SweepProgress:
     """The shards of the current training round (empty while none is running)."""
     round_index: int = 0
     """1 for the first round of shards (the η cut-off trains in several), 0 before any."""
+    cost_seconds: tuple[float, float] = (0.0, 0.0)
+    """(training, diagnostics) seconds local workers measured in this `run` (set at its end)."""
 
     @property
     def finished(self) -> int:
@@ -115,6 +119,23 @@ class WorkerPool:
                     )
                 messages.append(message)
         return messages
+
+    def costs(self, cache_dir: Path) -> tuple[float, float]:
+        """(training, diagnostics) seconds the exited workers measured (engine COST_FILE),
+        summed; their files are removed once read."""
+        training = diagnostics = 0.0
+        for process in self.processes:
+            path = cache_dir / "logs" / f"cost-{process.pid}.json"
+            if process.poll() is None or not path.exists():
+                continue
+            try:
+                seconds = json.loads(path.read_text(encoding="utf-8"))
+                training += seconds["total"] - seconds["diagnostics"]
+                diagnostics += seconds["diagnostics"]
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # a cost file is a report, never a reason to fail the run
+            path.unlink(missing_ok=True)
+        return training, diagnostics
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask workers to checkpoint and exit (SIGTERM); kill those that do not."""
@@ -516,6 +537,7 @@ def run_sweep(
     baseline = progress(cache, preset.name, started, 0, ids).steps_done
     errors: list[str] = []
     pool = WorkerPool()
+    spent = (0.0, 0.0)  # (training, diagnostics) seconds of the local workers
     shards: list[list[str]] = []  # the current round's, read by tick()
     rounds = 0
 
@@ -559,6 +581,8 @@ def run_sweep(
                 tick()
                 time.sleep(poll_seconds)
             errors += pool.failures()
+            cost = pool.costs(cache.root)
+            spent = (spent[0] + cost[0], spent[1] + cost[1])
             if errors:
                 break
             if not _made_progress(cache, free) and not _held_elsewhere(cache, free):
@@ -571,6 +595,7 @@ def run_sweep(
     finally:
         unregister_driver(record)
     final = progress(cache, preset.name, started, baseline, ids, shards, rounds)
+    final = dataclasses.replace(final, cost_seconds=spent)
     if on_progress:
         on_progress(final)
     return final, errors

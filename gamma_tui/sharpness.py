@@ -28,7 +28,7 @@ import numpy as np
 
 from gamma_tui.analysis import PowerFit, fit_power_law
 from gamma_tui.cache import Cache
-from gamma_tui.config import sweep_depth_label, sweep_optimizer
+from gamma_tui.config import Preset, expand, sweep_depth_label, sweep_optimizer
 from gamma_tui.results import load_run_curves
 
 EDGE = 2.0
@@ -59,6 +59,13 @@ class SharpnessRun:
 def step_size(eta: float, width: int, optimizer: str) -> float:
     """The step size the stability condition is about: N·η for SGD, η for SignSGD/Adam."""
     return width * eta if optimizer == "sgd" else eta
+
+
+def sweep_step_size(config: dict[str, Any], eta: float) -> float:
+    """step_size of a run at `eta` in a sweep with this config (the chain's width is 1)."""
+    network = config.get("network", {})
+    width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
+    return step_size(eta, width, sweep_optimizer(config))
 
 
 def theory(depth: int, optimizer: str) -> dict[str, float | None]:
@@ -125,12 +132,19 @@ def summarize(
 def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[str, Any] | None:
     """The sharpness block of a sweep given its `fit` summary (for η*), or None when no run
     of the sweep has a sharpness diagnostic."""
+    config, runs = sweep_runs(cache, sweep)
+    if not runs:
+        return None
+    return summarize(
+        runs, eta_stars(fit_summary), sweep_depth_label(config), sweep_optimizer(config)
+    )
+
+
+def sweep_runs(cache: Cache, sweep: str) -> tuple[dict[str, Any], list[SharpnessRun]]:
+    """The sweep's config and its runs that have a sharpness diagnostic."""
     info = cache.sweep(sweep)
     infos, curves = load_run_curves(cache, sweep)
     measured = cache.diagnostics([r.run_id for r in infos])
-    network = info.config.get("network", {})
-    width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
-    optimizer = sweep_optimizer(info.config)
     runs = []
     for run, curve in zip(infos, curves, strict=True):
         found = measured.get(run.run_id)
@@ -142,21 +156,63 @@ def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[s
                 run.eta,
                 run.seed,
                 curve.status,
-                step_size(run.eta, width, optimizer),
+                sweep_step_size(info.config, run.eta),
                 found.steps,
                 found.values["sharpness"],
                 np.asarray(curve.steps),
                 np.asarray(curve.loss, dtype=np.float64),
             )
         )
-    if not runs:
-        return None
-    stars = {
+    return info.config, runs
+
+
+def eta_stars(fit_summary: dict[str, Any]) -> dict[float, float]:
+    """γ -> η* of a `fit` summary, for the γ whose η* is usable."""
+    return {
         p["gamma"]: p["eta"]
         for p in fit_summary.get("eta_star", [])
         if p.get("ok") and p.get("eta") is not None
     }
-    return summarize(runs, stars, sweep_depth_label(info.config), optimizer)
+
+
+def unmeasured_runs(cache: Cache, preset: Preset) -> int:
+    """Runs of the preset that the cache already trained (some steps) without the
+    diagnostics the preset now asks for; 0 when it asks for none."""
+    wanted = preset.diagnostics
+    if not wanted.enabled:
+        return 0
+    names = {
+        name
+        for name, on in (
+            ("sharpness", wanted.sharpness),
+            ("trace", wanted.trace),
+            ("ntk", wanted.ntk),
+            ("directional", wanted.directional),
+        )
+        if on
+    }
+    runs = cache.runs(run_ids=[spec.run_id for spec in expand(preset)])
+    trained = [r.run_id for r in runs if r.steps_done > 0]
+    measured = cache.diagnostics(trained)
+    return sum(1 for i in trained if i not in measured or not names & set(measured[i].values))
+
+
+def unmeasured_text(count: int) -> str:
+    """Why `count` cached runs lack diagnostics and how to get them, in one line."""
+    return (
+        f"{count} cached run(s) were trained without these [diagnostics] and get them only "
+        "for steps trained from now on: the cache keeps just each run's last checkpoint, so "
+        "past λ_max cannot be recomputed; for every step, use a fresh cache (--cache DIR)"
+    )
+
+
+def cost_text(training: float, diagnostics: float) -> str:
+    """The diagnostics' cost as a share of training, as `run` prints it."""
+    share = f"{100 * diagnostics / training:.1f}%" if training > 0 else "all"
+    return (
+        f"diagnostics took {diagnostics:.3g} s, {share} on top of {training:.3g} s of training "
+        "(worker wall time, summed over workers)"
+    )
 
 
 def _point(runs: list[SharpnessRun], gamma: float, star: float) -> dict[str, Any] | None:

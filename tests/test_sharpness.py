@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,63 @@ def test_bad_diagnostics_exit_2_before_any_worker(
     assert done.returncode == 2
     assert fragment in done.stderr and "Traceback" not in done.stderr + done.stdout
     assert not (tmp_path / "runs" / "logs").exists()  # no worker started
+
+
+def test_report_adds_the_sharpness_figure(tmp_path: Path) -> None:
+    """A finished sweep with synthetic λ_max diagnostics gets sharpness.png/.svg (fitted slopes,
+    theory guides, the edge line) and its sharpness fit in summary.md; one without gets
+    neither."""
+    pytest.importorskip("matplotlib")
+    from gamma_tui.cache import Cache
+    from gamma_tui.figures import FORMATS, write_report
+    from gamma_tui.report import fit_summary
+    from gamma_tui.sharpness import sweep_block
+    from gamma_tui.ui.demo import fake_preset_text, synthetic_diagnostics, write_fake_sweep
+
+    with Cache(tmp_path / "runs") as cache:
+        text = fake_preset_text("sharp", gammas=(0.01, 100.0, 2.0))
+        write_fake_sweep(cache, text, measure=synthetic_diagnostics)
+        write_fake_sweep(cache, fake_preset_text("plain", depth=3))  # runs of its own
+        written = write_report(cache, "sharp", tmp_path / "sharp")
+        block = sweep_block(cache, "sharp", fit_summary(cache, "sharp"))
+        plain = write_report(cache, "plain", tmp_path / "plain")
+    assert block is not None and block["lazy"]["slope"] is not None
+    assert block["rich"]["slope"] is not None
+    names = {p.name for p in written}
+    for extension in FORMATS:
+        assert f"sharpness.{extension}" in names
+        assert (tmp_path / "sharp" / f"sharpness.{extension}").stat().st_size > 10_000
+    assert (tmp_path / "sharp" / "sharpness.png").read_bytes().startswith(b"\x89PNG")
+    svg = (tmp_path / "sharp" / "sharpness.svg").read_text(encoding="utf-8")
+    # matplotlib writes each text as a comment over its glyph paths: the legend's entries
+    for label in ("λ_max = 2/(N·η) (edge)", "lazy theory -2", "rich theory -1"):
+        assert f"<!-- {label} -->" in svg
+    for regime in ("lazy", "rich"):
+        assert f"<!-- {regime}: {block[regime]['slope']:.2f}" in svg
+    markdown = (tmp_path / "sharp" / "summary.md").read_text(encoding="utf-8")
+    assert "\n".join(summary_text(block)) in markdown  # the numbers `fit` prints
+    assert "- [sharpness.png](sharpness.png)" in markdown
+    assert not any(p.name.startswith("sharpness") for p in plain)
+    assert "sharpness (λ_max" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
+def test_run_prints_the_diagnostics_cost_and_why_cached_runs_have_none(tmp_path: Path) -> None:
+    """A sweep first trained without diagnostics, then extended with them on: `run` says in
+    one line why the cached runs lack them, and prints the measured cost of those it trained
+    (the workers' timings, carried back through their cost files, which are then gone)."""
+    preset = tmp_path / "chain.toml"
+    small = CHAIN.replace("per_decade = 2", "per_decade = 1").replace("per_decade = 4", "")
+    preset.write_text(small.replace("steps = 200", "steps = 20"))
+    cache = tmp_path / "runs"
+    first = cli("run", str(preset), "--set", "diagnostics.sharpness=false", cache=cache)
+    assert "diagnostics took" not in first.stderr and "note:" not in first.stderr
+    second = cli("run", str(preset), "--set", "train.steps=40", cache=cache)
+    stderr = " ".join(second.stderr.split())  # rich wraps long lines
+    assert "cached run(s) were trained without these [diagnostics]" in stderr
+    assert "use a fresh cache (--cache DIR)" in stderr
+    cost = re.search(r"diagnostics took ([\d.]+) s, ([\d.]+)% on top of ([\d.]+) s", stderr)
+    assert cost is not None, stderr
+    spent, share, training = (float(v) for v in cost.groups())
+    assert spent > 0 and training > 0  # three significant digits each
+    assert share == pytest.approx(100 * spent / training, rel=0.01, abs=0.05)
+    assert not list((cache / "logs").glob("cost-*.json"))

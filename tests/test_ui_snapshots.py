@@ -8,6 +8,7 @@ at the SVGs (snapshot_report.html) before committing.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -131,3 +132,31 @@ def test_dashboard_moved_with_guides(workspace: Path, snap_compare) -> None:  # 
 
 def test_help(workspace: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app_on("dashboard"), terminal_size=(120, 40), run_before=help_loaded)
+
+
+@pytest.fixture
+def sharp_workspace(workspace: Path) -> Path:
+    """The workspace with the demo sweeps replaced by 'sharp', which has λ_max diagnostics."""
+    from gamma_tui.cache import Cache
+    from gamma_tui.ui.demo import pin_timestamps, write_sharpness_demo
+
+    shutil.rmtree(workspace / "runs")
+    with Cache(workspace / "runs") as cache:
+        write_sharpness_demo(cache)
+        pin_timestamps(cache)
+    return workspace
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_sharpness(size: tuple[int, int], sharp_workspace: Path, snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """The sharpness map (m): log10 step size × λ_max, λ(t) of the cursor's column, and the
+    cell's seed-averaged held-out values and S·λ in the details."""
+
+    async def ready(pilot: Pilot[None]) -> None:
+        await dashboard_loaded(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, DashboardScreen)
+        await pilot.press("m")
+        await until(pilot, lambda: screen.map_mode == "sharpness")
+
+    assert snap_compare(app_on("dashboard"), terminal_size=size, run_before=ready)

@@ -10,6 +10,7 @@ keep their checkpoints and go back to the queue).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -21,6 +22,10 @@ import torch
 
 from gamma_tui.cache import Cache
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, resolve_device
+
+COST_FILE = "logs/cost-{pid}.json"
+"""Where in the cache a worker leaves the wall time it trained and the part the [diagnostics]
+took ({"total": s, "diagnostics": s}), for the `run` that started it (runner.WorkerPool)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     cache = Cache(args.cache)
     trainer = ShardTrainer(cache, owner, options)
+    cost = cache.root / COST_FILE.format(pid=os.getpid())
+    cost.unlink(missing_ok=True)  # an earlier process with this pid may have left one
 
     def stop(signum: int, _frame: object) -> None:
         trainer.stop_requested = True
@@ -75,7 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cache.release(owner)
         cache.close()
+        _write_cost(cost, trainer.seconds)
     return 130 if trainer.stop_requested and status == 0 else status
+
+
+def _write_cost(path: os.PathLike[str], seconds: dict[str, float]) -> None:
+    """Write the timings through a temporary name (the reader never sees half a file); a
+    cache without a logs folder (a job cache) gets none."""
+    if not os.path.isdir(os.path.dirname(path)):
+        return
+    temporary = f"{os.fspath(path)}.partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(seconds, handle)
+    os.replace(temporary, path)
 
 
 if __name__ == "__main__":

@@ -211,6 +211,8 @@ class ShardTrainer:
         self.stop_requested = False
         self.shard: Shard | None = None
         """The shard being trained (set by `train`)."""
+        self.seconds = {"total": 0.0, "diagnostics": 0.0}
+        """Wall time of the ensembles trained, and the part of it the [diagnostics] took."""
         if options.compile_mode is not None:
             import torch._dynamo
 
@@ -246,6 +248,7 @@ class ShardTrainer:
             shard.held_out,
             compile_mode=self.options.compile_mode,
         )
+        started = time.perf_counter()
         step, last_commit = cohorts[0], time.monotonic()
         horizon = step  # the end of the current loss window
         while (active or cohorts) and not self.stop_requested:
@@ -271,7 +274,7 @@ class ShardTrainer:
                 if (cells := _cells(active, self.options.device)) is not None:
                     _record_diagnostics(finished, active, [(step, seed_averaged(ensemble, cells))])
             if shard.probe is not None and any(m.diverged_step is None for m in finished):
-                _record_diagnostics(finished, active, [(step, shard.probe.measure(ensemble))])
+                _record_diagnostics(finished, active, [(step, self._measure(ensemble))])
             # a window cut short by a divergence commits only the diverged members; the rest
             # commit at the window's end, as if it had not been cut
             cut = step < horizon
@@ -285,6 +288,7 @@ class ShardTrainer:
                 active = [active[i] for i in keep]
         if active:
             self._commit(ensemble, active, step, final=[], checkpoint=True)
+        self.seconds["total"] += time.perf_counter() - started
 
     # ---- setup ---------------------------------------------------------------------------
 
@@ -366,13 +370,22 @@ class ShardTrainer:
                 if cells is not None:
                     measured.append((step, seed_averaged(ensemble, cells)))
             if probe is not None and is_eval_step(step):
-                measured.append((step, probe.measure(ensemble)))
+                measured.append((step, self._measure(ensemble)))
             batch = self.shard.stream.batch(step)
             value = ensemble.step(batch.x, batch.target, step)
             losses[:, offset] = value
             if watch is not None and watch.diverged(value.numpy()):
                 return losses[:, : offset + 1], evals, measured
         return losses, evals, measured
+
+    def _measure(self, ensemble: CenteredEnsemble) -> dict[str, torch.Tensor]:
+        """The probe's diagnostics of every member, timed into `seconds` (the device is
+        synchronized around them, so the time is theirs, not the queued training's)."""
+        assert self.shard is not None and self.shard.probe is not None
+        started = _synchronized(self.options.device)
+        values = self.shard.probe.measure(ensemble)
+        self.seconds["diagnostics"] += _synchronized(self.options.device) - started
+        return values
 
     def _record(
         self, active: list[Member], losses: torch.Tensor, stop: int, evals: list[Evaluation]
@@ -505,6 +518,15 @@ Evaluation = tuple[int, torch.Tensor, torch.Tensor | None]
 
 Diagnosis = tuple[int, dict[str, torch.Tensor]]
 """Every member's diagnostics at one step: (step, {name: values (E,)})."""
+
+
+def _synchronized(device: torch.device) -> float:
+    """perf_counter once the device finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
 
 
 def _cells(active: list[Member], device: torch.device) -> torch.Tensor | None:

@@ -38,6 +38,20 @@ _VIRIDIS = np.array(
     ],
     dtype=np.float64,
 )
+# Diverging map for step size × λ_max about the edge of stability: blue (stable, below 2)
+# through light grey (at 2) to orange (above); orange, not red, since red means diverged.
+_DIVERGING = np.array(
+    [
+        (33, 80, 160),
+        (67, 133, 204),
+        (146, 190, 226),
+        (222, 222, 222),
+        (246, 186, 120),
+        (226, 124, 40),
+        (160, 72, 10),
+    ],
+    dtype=np.float64,
+)
 # Plasma-like ramp for curve families (ordered knob values): blue to orange.
 _RAMP = np.array(
     [
@@ -65,6 +79,11 @@ def _interpolate(table: np.ndarray, fraction: np.ndarray) -> np.ndarray:
 def viridis(fraction: np.ndarray) -> np.ndarray:
     """Heatmap colors for values scaled to [0, 1] (0 = lowest loss: dark)."""
     return _interpolate(_VIRIDIS, np.asarray(fraction, dtype=np.float64))
+
+
+def diverging(fraction: np.ndarray) -> np.ndarray:
+    """Colors of a diverging map for values scaled to [0, 1] (0.5: the centre, light grey)."""
+    return _interpolate(_DIVERGING, np.asarray(fraction, dtype=np.float64))
 
 
 def ramp(count: int) -> list[RGB]:

@@ -35,11 +35,12 @@ from gamma_tui.analysis import (
     plateau_time,
     rescale_time,
 )
-from gamma_tui.cache import FINAL_STATES, Cache, Evals, RunInfo, SweepInfo
+from gamma_tui.cache import FINAL_STATES, Cache, Diagnostics, Evals, RunInfo, SweepInfo
 from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
 from gamma_tui.report import DEFAULT_WINDOW
 from gamma_tui.results import load_run_curves
 from gamma_tui.runner import SweepProgress, progress
+from gamma_tui.sharpness import sweep_step_size
 
 PLOT_POINTS = 240
 """Bins of the common log10-time grid that plotted curves are reduced to (2 dots x 120 cells)."""
@@ -187,6 +188,8 @@ class SweepSnapshot:
     built_seconds: float = 0.0
     fit_settings: FitSettings = field(default_factory=FitSettings)
     evals: tuple[Evals | None, ...] = ()  # held-out evaluations, aligned with runs
+    diagnostics: tuple[Diagnostics | None, ...] = ()  # [diagnostics] and ens_*, aligned
+    step_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (N,) S of λ·S < 2
 
     def held_out(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Seed-mean held-out (steps, loss, accuracy) of some runs, at the steps all of them
@@ -405,6 +408,7 @@ class SnapshotBuilder:
     """
 
     memos: dict[str, _RunMemo] = field(default_factory=dict)
+    measured: dict[str, tuple[object, Diagnostics | None]] = field(default_factory=dict)
     samples: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
     builds: int = 0
     plateaus_pending: bool = False  # the last snapshot was quick: some t½ are still NaN
@@ -431,6 +435,7 @@ class SnapshotBuilder:
         config = info.config
         settings = FitSettings.of(config)
         held = cache.evals([r.run_id for r in runs])
+        measured = self._diagnostics(cache, runs)
         frame = compute_frame(name, self.builds, curves, step, settings)
         layout = heat_layout(frame.grid)
         loss_range = _color_range(reduced, [r.status for r in runs])
@@ -455,7 +460,19 @@ class SnapshotBuilder:
             built_seconds=time.perf_counter() - started,
             fit_settings=settings,
             evals=tuple(held.get(r.run_id) for r in runs),
+            diagnostics=measured,
+            step_sizes=np.array([sweep_step_size(config, r.eta) for r in runs], dtype=np.float64),
         )
+
+    def _diagnostics(self, cache: Cache, runs: Sequence[RunInfo]) -> tuple[Diagnostics | None, ...]:
+        """Each run's diagnostics, read again only for runs that changed since the last build
+        (they are committed with the curve, so an unchanged run has the same ones)."""
+        keys = {r.run_id: (r.steps_done, r.status, r.updated) for r in runs}
+        stale = [i for i, key in keys.items() if self.measured.get(i, (None,))[0] != key]
+        found = cache.diagnostics(stale) if stale else {}
+        for run_id in stale:
+            self.measured[run_id] = (keys[run_id], found.get(run_id))
+        return tuple(self.measured[r.run_id][1] for r in runs)
 
     def _reductions(
         self, runs: Sequence[RunInfo], curves: Sequence[RunCurve], log10_top: float, quick: bool

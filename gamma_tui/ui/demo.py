@@ -97,8 +97,10 @@ def commit_fake(
     owner: str = FAKE_OWNER,
     error: str | None = None,
     curve: Callable[[RunSpec, int, int], tuple[np.ndarray, int | None]] = synthetic_curve,
+    measure: Callable[[RunSpec, np.ndarray], list[tuple[int, str, float | None]]] | None = None,
 ) -> None:
-    """Commit the synthetic curve of one run over [start, steps_done) with the given status."""
+    """Commit the synthetic curve of one run over [start, steps_done) with the given status;
+    `measure` gives diagnostics rows from the spec and the eval steps of the losses."""
     if not cache.claim([spec.run_id], owner, ttl=FOREVER):
         return
     losses, diverged = curve(spec, steps_done, start)
@@ -123,7 +125,8 @@ def commit_fake(
         last_loss=float(finite[-1]) if finite.size else None,
         diverged_step=diverged if status == "diverged" else None,
         wall_seconds=0.01,
-        evals=_fake_evals(start, losses),
+        evals=(evals := _fake_evals(start, losses)),
+        diagnostics=measure(spec, np.array([e[0] for e in evals])) if measure else [],
     )
     cache.commit(owner, [update], ttl=FOREVER)
 
@@ -139,14 +142,43 @@ def _fake_evals(start: int, losses: np.ndarray) -> list[tuple[int, float | None,
     return evals
 
 
-def write_fake_sweep(cache: Cache, preset_text: str, state_of: StateOf | None = None) -> Preset:
-    """Register a sweep and commit synthetic progress for each run (all done by default)."""
+def synthetic_diagnostics(spec: RunSpec, steps: np.ndarray) -> list[tuple[int, str, float | None]]:
+    """λ_max at the evaluation steps, and the seed-averaged held-out loss and accuracy.
+
+    Step size × λ_max (S = N·η) relaxes from its start to 2.4·sqrt(η/η_div) over ~50 steps:
+    it falls at γ < 1 and grows 2.5× at γ ≥ 1 (progressive sharpening), so cells near η_div sit
+    at the edge 2 and smaller η below it. The smallest γ of the demo grids (below 0.1) has no
+    diagnostics, like a run trained without them.
+    """
+    if spec.gamma < 0.1 - 1e-9:
+        return []
+    step_size = spec.network.width * spec.eta
+    end = 2.4 * math.sqrt(spec.eta / eta_divergence(spec.gamma, spec.network.depth)) / step_size
+    start = end * (2.5 if spec.gamma < 1 else 0.4)
+    rows: list[tuple[int, str, float | None]] = []
+    for step in steps.tolist():
+        lam = end + (start - end) * math.exp(-step / 50.0)
+        lam *= 1.0 + 0.02 * math.sin(step + spec.seed)
+        loss = 1.1 / (1.0 + (step + 1.0) * spec.eta / spec.gamma / 40.0) + 0.01
+        rows += [(step, "sharpness", lam), (step, "ens_test_loss", loss)]
+        rows += [(step, "ens_test_accuracy", 1.0 / (1.0 + loss)), (step, "ens_seeds", 2.0)]
+    return rows
+
+
+def write_fake_sweep(
+    cache: Cache,
+    preset_text: str,
+    state_of: StateOf | None = None,
+    measure: Callable[[RunSpec, np.ndarray], list[tuple[int, str, float | None]]] | None = None,
+) -> Preset:
+    """Register a sweep and commit synthetic progress for each run (all done by default),
+    with `measure`'s diagnostics if given."""
     preset, specs = register_fake(cache, preset_text)
     for index, spec in enumerate(specs):
         status, steps_done = (state_of or _all_done(preset))(spec, index)
         if status == "queued" or steps_done <= 0 and status != "failed":
             continue
-        commit_fake(cache, preset, spec, status, steps_done)
+        commit_fake(cache, preset, spec, status, steps_done, measure=measure)
     return preset
 
 
@@ -217,6 +249,13 @@ def write_demo_cache(cache: Cache) -> None:
     write_fake_sweep(
         cache, fake_preset_text("finished", gammas=(0.01, 100.0, 1.0), seeds=1, steps=500, depth=3)
     )
+
+
+def write_sharpness_demo(cache: Cache) -> None:
+    """One fake sweep 'sharp' caught mid-way (every state present) with synthetic λ_max and
+    seed-averaged held-out values (synthetic_diagnostics), for the sharpness map."""
+    text = fake_preset_text("sharp", gammas=(0.01, 100.0, 1.0))
+    write_fake_sweep(cache, text, mixed_states(parse_preset(text)), synthetic_diagnostics)
 
 
 PINNED_TIME = 1_767_225_600.0

@@ -17,6 +17,7 @@ from gamma_tui.ui.canvas import (
     CharCanvas,
     blend,
     decade_label,
+    diverging,
     luminance,
     nice_linear_ticks,
     nice_log_ticks,
@@ -42,10 +43,16 @@ FAILED_BG: RGB = (150, 30, 150)
 SKIPPED_FG: RGB = (120, 120, 120)
 GUIDE_COLORS: tuple[RGB, RGB, RGB] = ((80, 220, 255), (255, 120, 255), (255, 210, 90))
 FIT_COLORS: tuple[RGB, RGB] = ((255, 255, 255), (130, 255, 110))
+NO_LAMBDA_BG: RGB = (44, 44, 52)
+"""A finished cell without a λ_max in the sharpness map."""
+EDGE_COLOR: RGB = (255, 90, 90)
+"""The line at step size × λ_max = 2 in the λ(t) curves."""
 HELD_OUT_COLOR: RGB = (255, 150, 60)
 """The dashed held-out loss of the cursor's cell in the curves panel."""
 """The fitted η*(γ) lines, lazy and rich: dashed (every other character), unlike the guides."""
 GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "skipped": "-"}
+NO_LAMBDA_GLYPH = "?"
+"""Marks a done cell that has no λ_max in the sharpness map."""
 """The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
 
 # Which state a cell shows when two η of one column fall into one row (irregular grids).
@@ -71,6 +78,7 @@ class HeatmapModel:
     background: RGB
     fits: RegimeFits | None = None  # fitted η*(γ) lines drawn with the guides
     lazy_exponent: float = 2.0  # p of the lazy guide η ∝ γ^p (1 for SignSGD and Adam)
+    mode: str = "loss"  # "loss": log10 loss, viridis; "sharpness": log10 S·λ_max, diverging
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +105,7 @@ class PlotModel:
     foreground: RGB
     background: RGB
     empty_text: str = "no data yet"
+    y_labels: tuple[tuple[float, str], ...] = ()  # extra (log10 y, label) ticks: the edge 2
 
 
 @dataclass(frozen=True)
@@ -207,7 +216,8 @@ def _paint_cells(
 ) -> None:
     """Background color and state glyph of every visible cell."""
     low, high = model.loss_range
-    colors = viridis((value - low) / max(high - low, 1e-9))
+    sharpness = model.mode == "sharpness"
+    colors = (diverging if sharpness else viridis)((value - low) / max(high - low, 1e-9))
     reverse = {v: k for k, v in STATE_CODES.items()}
     for g in range(code.shape[0]):
         x = GUTTER + g * geometry.cell_width
@@ -217,11 +227,13 @@ def _paint_cells(
                 continue
             finite = math.isfinite(value[g, row])
             bg = _cell_background(state, finite, rgb_of(colors[g, row]))
+            glyph = GLYPHS.get(state)
+            if sharpness and state == "done" and not finite:
+                bg, glyph = NO_LAMBDA_BG, NO_LAMBDA_GLYPH
             first, last = geometry.line_span(row)
             fill = " " * geometry.cell_width
             for line in range(first, last):
                 canvas.text(line, x, fill, bg=bg)
-            glyph = GLYPHS.get(state)
             if state == "running" and not finite:
                 glyph = "…"
             if glyph:
@@ -476,6 +488,11 @@ def _curve_axes(
         label = decade_label(tick)
         canvas.text(y, GUTTER - 1 - len(label), label, fg=dim)
         canvas.text(y, GUTTER - 1, "┤", fg=dim)
+    for value, label in model.y_labels:
+        if y0 <= value <= y1:
+            y = int(round((y1 - value) / (y1 - y0) * (plot_height - 1)))
+            canvas.text(y, max(0, GUTTER - 1 - len(label)), label, fg=dim, bold=True)
+            canvas.text(y, GUTTER - 1, "┤", fg=dim)
     for y in range(plot_height):
         if canvas.chars[y, GUTTER - 1] == " ":
             canvas.text(y, GUTTER - 1, "│", fg=dim)

@@ -15,8 +15,9 @@ from rich.text import Text
 from gamma_tui.analysis import PowerFit, RegimeFits
 from gamma_tui.cache import FINAL_STATES
 from gamma_tui.runner import SweepProgress
-from gamma_tui.ui.canvas import RGB, short_number, viridis
+from gamma_tui.ui.canvas import RGB, diverging, short_number, viridis
 from gamma_tui.ui.data import Frame, SweepSnapshot
+from gamma_tui.ui.edge import CellMeasures, cell_measures
 from gamma_tui.ui.plots import (
     DIVERGED_BG,
     DIVERGED_FG,
@@ -24,6 +25,8 @@ from gamma_tui.ui.plots import (
     FIT_COLORS,
     GLYPHS,
     GUIDE_COLORS,
+    NO_LAMBDA_BG,
+    NO_LAMBDA_GLYPH,
     QUEUED_BG,
 )
 
@@ -220,10 +223,42 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
         + (short_number(edge.eta) if math.isfinite(edge.eta) else "–")
     )
     errors = [r.error for r in runs if r.error]
+    measures = cell_measures(snapshot, indices, frame.step)
     if errors:
         text.append(f"\nerror: {errors[0]}", style=f"bold {rgb(DIVERGED_FG)}")
+    elif measures is not None:  # in place of the run ids, which the run browser lists
+        text.append("\n")
+        text.append_text(measures_text(measures))
+        # one line per row, cut at the panel's edge: a wrapped line would push this one out
+        text.no_wrap, text.overflow = True, "ellipsis"
     else:
         text.append(f"\nrun {' '.join(r.run_id for r in runs)}", style="dim")
+    return text
+
+
+def measures_text(measures: CellMeasures) -> Text:
+    """`ens 0.0114 89% ×2 · S·λ 1.84 λ 12.3 · catapult`: the held-out loss and accuracy of the
+    seed-averaged prediction (next to the single-run `test` above), step size × λ_max and
+    λ_max at the step shown, and the cell's flags; parts without a value are left out."""
+    parts: list[tuple[str, str]] = []
+    if math.isfinite(measures.ens_loss):
+        accuracy = measures.ens_accuracy
+        percent = f" {100 * accuracy:.0f}%" if math.isfinite(accuracy) else ""
+        seeds = f" ×{measures.ens_seeds}" if measures.ens_seeds else ""
+        parts.append((f"ens {loss_text(measures.ens_loss)}{percent}{seeds}", ""))
+    if math.isfinite(measures.edge):
+        style = "bold yellow" if measures.edge > 2 else ""
+        parts.append((f"S·λ {measures.edge:.3g} λ {short_number(measures.lam)}", style))
+    elif not math.isfinite(measures.ens_loss):
+        parts.append(("no λ_max", "dim"))
+    if measures.catapult:
+        parts.append(("catapult", "bold magenta"))
+    if measures.progressive:
+        parts.append(("sharpening", "bold cyan"))
+    text = Text()
+    for index, (part, style) in enumerate(parts):
+        text.append(" · " if index else "", style="dim")
+        text.append(part, style=style)
     return text
 
 
@@ -292,6 +327,30 @@ def heat_legend(
             text.append(label)
     if relative:
         text.append("  (η grid relative: c·γ^p)", style="dim")
+    return text
+
+
+def edge_legend(edge_range: tuple[float, float], measured: bool, step: str = "N·η") -> Text:
+    """Color bar of log10 step size × λ_max centred at the edge (2), the state glyphs and the
+    mark of cells without λ_max; a hint to turn diagnostics on when the sweep has none."""
+    low, high = edge_range
+    text = Text()
+    if not measured:
+        text.append("no λ_max in this sweep: [diagnostics] sharpness = true ", style="yellow")
+        text.append(" m ", style="reverse")
+        text.append(" loss map")
+        return text
+    text.append(f"log₁₀S·λ {low:+.1f} ")
+    for color in diverging(np.linspace(0, 1, 9)):
+        text.append("█", style=rgb(tuple(int(c) for c in color)))  # type: ignore[arg-type]
+    text.append(f" {high:+.1f} mid 2\n")
+    text.append(f" {NO_LAMBDA_GLYPH} ", style=f"on {rgb(NO_LAMBDA_BG)}")
+    text.append(" no λ ")
+    diverged = f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}"
+    text.append(f" {GLYPHS['diverged']} ", style=diverged)
+    text.append(" div ")
+    text.append(" * ", style="bold")
+    text.append(f"η*  S = {step}")
     return text
 
 

@@ -21,10 +21,12 @@ from textual.worker import get_current_worker
 from gamma_tui.config import lazy_exponent
 from gamma_tui.ui.canvas import ramp, short_number
 from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
+from gamma_tui.ui.edge import LOG10_EDGE, cell_trace, edge_grid, edge_range, has_sharpness
 from gamma_tui.ui.messages import FrameReady
-from gamma_tui.ui.plots import HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
+from gamma_tui.ui.plots import EDGE_COLOR, HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
 from gamma_tui.ui.text import (
     details_text,
+    edge_legend,
     family_legend,
     heat_legend,
     progress_text,
@@ -42,6 +44,10 @@ PREFETCH_DELAY_SECONDS = 0.04
 FRAME_CACHE = 64
 """Analysis frames kept (newest per step), so stepping back and forth repaints at once."""
 
+MAP_MODES = ("loss", "sharpness")
+"""What the heatmap colors, cycled by `m`: log10 loss, or log10 step size × λ_max (the curve
+panel then shows λ(t) instead of the losses)."""
+
 
 class DashboardScreen(Screen[None]):
     """Heatmap of log10 loss over (γ, η) at step t, curves of the cursor's column or row."""
@@ -56,6 +62,7 @@ class DashboardScreen(Screen[None]):
         Binding("home", "step_to(0)", "first t", show=False),
         Binding("end", "step_to(-1)", "latest t", show=False),
         Binding("v", "toggle_family", "γ col/η row"),
+        Binding("m", "cycle_map", "map loss/λ"),
         Binding("g", "toggle_guides", "guides"),
         Binding("s", "toggle_smooth", "smooth"),
         Binding("e", "export", "export CSV"),
@@ -78,6 +85,9 @@ class DashboardScreen(Screen[None]):
         """Draw the guide lines η ∝ γ², γ^(2/L), γ."""
         self.smooth = True
         """Draw curves smoothed over ±0.03 decades of t (display only)."""
+        self.map_mode = MAP_MODES[0]
+        """What the heatmap colors (MAP_MODES)."""
+        self._edges: tuple[int, float | None, np.ndarray] | None = None
         self._frames: dict[float | None, Frame] = {}
         self._direction = -1
         self._cursor_moved = False
@@ -164,7 +174,19 @@ class DashboardScreen(Screen[None]):
         self._frames[snapshot.frame.step] = snapshot.frame
         self._clamp_cursor()
         self._use_frame_for_slider()
-        _set_border(self.query_one("#heat-panel"), title=f"{snapshot.name} · phase portrait")
+        self.redraw_title()
+
+    def redraw_title(self) -> None:
+        """The heatmap panel's title: the sweep and what the map shows."""
+        assert self.snapshot is not None
+        shown = "step size × λ_max" if self.map_mode == "sharpness" else "phase portrait"
+        _set_border(self.query_one("#heat-panel"), title=f"{self.snapshot.name} · {shown}")
+
+    def _edge_values(self, snapshot: SweepSnapshot, step: float | None) -> np.ndarray:
+        """log10 S·λ_max per cell at `step`, kept while the snapshot and step stay the same."""
+        if self._edges is None or self._edges[:2] != (snapshot.version, step):
+            self._edges = (snapshot.version, step, edge_grid(snapshot, step))
+        return self._edges[2]
 
     def _initial_cursor(self, snapshot: SweepSnapshot) -> tuple[int, int]:
         """Start on η* of the middle γ column (or its middle cell)."""
@@ -302,13 +324,18 @@ class DashboardScreen(Screen[None]):
         frame = self.frame
         heatmap = self.query_one(HeatmapView)
         foreground, background = heatmap.rgb_colors()
+        sharpness = self.map_mode == "sharpness"
+        values, color_range = frame.log10_loss, snapshot.loss_range
+        if sharpness:
+            values = self._edge_values(snapshot, frame.step)
+            color_range = edge_range(values)
         heatmap.show(
             HeatmapModel(
                 snapshot.layout,
-                frame.log10_loss,
+                values,
                 frame.grid.state,
                 frame.eta_star,
-                snapshot.loss_range,
+                color_range,
                 self.cursor,
                 self.guides,
                 snapshot.depth,
@@ -316,27 +343,31 @@ class DashboardScreen(Screen[None]):
                 background,
                 frame.fits,
                 lazy_exponent(snapshot.fit_settings.optimizer),
+                self.map_mode,
             )
         )
-        _set_border(
-            self.query_one("#curve-panel"),
-            subtitle="smoothed ±0.03 dec (s)" if self.smooth else "raw (s)",
+        subtitle = "smoothed ±0.03 dec (s)" if self.smooth else "raw (s)"
+        subtitle = "m: loss map" if sharpness else subtitle
+        _set_border(self.query_one("#curve-panel"), subtitle=subtitle)
+        legend = heat_legend(
+            snapshot.loss_range,
+            self.guides,
+            snapshot.depth,
+            snapshot.relative_eta,
+            lazy_exponent(snapshot.fit_settings.optimizer),
         )
-        show_text(
-            self.query_one("#heat-legend", Static),
-            heat_legend(
-                snapshot.loss_range,
-                self.guides,
-                snapshot.depth,
-                snapshot.relative_eta,
-                lazy_exponent(snapshot.fit_settings.optimizer),
-            ),
-        )
+        if sharpness:
+            sgd = snapshot.fit_settings.optimizer == "sgd"
+            legend = edge_legend(color_range, has_sharpness(snapshot), "N·η" if sgd else "η")
+        show_text(self.query_one("#heat-legend", Static), legend)
+        self.redraw_title()
         _set_border(self.query_one("#heat-panel"), subtitle=step_label(frame.step))
         self._draw_curves(snapshot, frame)
         g, row = self.cursor
         h = snapshot.layout.cell_at(g, row) if snapshot.layout.gammas.size else -1
-        show_text(self.query_one("#details", Static), details_text(snapshot, frame, g, h))
+        details, cell = self.query_one("#details", Static), details_text(snapshot, frame, g, h)
+        details.set_class(bool(cell.no_wrap), "unwrapped")  # its lines must not wrap
+        show_text(details, cell)
         progress = self.query_one("#progress", Static)
         show_text(
             progress,
@@ -371,38 +402,57 @@ class DashboardScreen(Screen[None]):
             chosen = layout.cell_at(g, row)
             keys = [h for _, h in cells]
         colors = ramp(len(cells))
+        sharpness = self.map_mode == "sharpness"
+
+        def cell(gg: int, h: int, color: tuple[int, int, int]) -> Series | None:
+            if sharpness:
+                return _edge_series(snapshot, gg, h, color)
+            return _cell_series(snapshot, gg, h, color, self.smooth)
+
         series, highlight, held = [], None, None
         for (gg, h), color, key, label in zip(cells, colors, keys, labels, strict=True):
-            item = _cell_series(snapshot, gg, h, color, self.smooth)
+            item = cell(gg, h, color)
             if item is None:
                 continue
             if key == chosen:
-                highlight = (_cell_series(snapshot, gg, h, foreground, self.smooth), label)
+                highlight = (cell(gg, h, foreground), label)
             else:
                 series.append(item)
         if highlight is not None and highlight[0] is not None:
-            held = _held_out_series(snapshot, g, layout.cell_at(g, row))
-            series += [held] if held is not None else []
+            if not sharpness:
+                held = _held_out_series(snapshot, g, layout.cell_at(g, row))
+                series += [held] if held is not None else []
             series.append(highlight[0])
         top = (
             float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2)
             if snapshot.log10_t.size > 1
             else 1.0
         )
-        y_range = _y_range(series)
+        if sharpness:
+            y_range = _edge_y_range(series)
+            edge = Series(np.array([0.0, top]), np.full(2, LOG10_EDGE), EDGE_COLOR, dashed=True)
+            series.insert(0, edge)  # under the curves
+        else:
+            y_range = _y_range(series)
         step = frame.step
+        empty = "no λ_max measured: [diagnostics] sharpness = true" if sharpness else "no data yet"
         plot.show(
             PlotModel(
-                tuple(series),
+                tuple(series) if len(series) > int(sharpness) else (),
                 (0.0, top),
                 y_range,
                 True,
                 math.log10(step) if step else None,
                 foreground,
                 background,
+                empty,
+                ((LOG10_EDGE, "2"),) if sharpness else (),
             )
         )
-        title = f"loss curves · {fixed} · by {knob}" + (" · ┄ test" if held else "")
+        if sharpness:
+            title = f"S·λ(t) · {fixed} · by {knob} · ┄ 2"
+        else:
+            title = f"loss curves · {fixed} · by {knob}" + (" · ┄ test" if held else "")
         _set_border(self.query_one("#curve-panel"), title=title)
         legend = self.query_one("#curve-legend", Static)
         show_text(
@@ -454,6 +504,13 @@ class DashboardScreen(Screen[None]):
         self.by_row = not self.by_row
         self.redraw()
 
+    def action_cycle_map(self) -> None:
+        """Color the heatmap by the next of MAP_MODES (the curves follow)."""
+        self.map_mode = MAP_MODES[(MAP_MODES.index(self.map_mode) + 1) % len(MAP_MODES)]
+        if self.snapshot is not None:
+            self.redraw_title()
+        self.redraw()
+
     def action_toggle_guides(self) -> None:
         """Show or hide the guide lines."""
         self.guides = not self.guides
@@ -500,6 +557,24 @@ def _cell_series(
         low = np.log10(np.nanmin(values, axis=0)) if len(indices) > 1 else None
         high = np.log10(np.nanmax(values, axis=0)) if len(indices) > 1 else None
     return Series(snapshot.log10_t, mean, color, low, high)
+
+
+def _edge_series(
+    snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int]
+) -> Series | None:
+    """One cell's S·λ_max(t), the seeds' geometric mean, in log10 (None without two points)."""
+    x, y = cell_trace(snapshot, snapshot.runs_in_cell(g, h))
+    return Series(x, y, color) if x.size > 1 else None
+
+
+def _edge_y_range(series: list[Series]) -> tuple[float, float]:
+    """log10 S·λ_max range of the curves, always holding the edge line."""
+    values = [item.y[np.isfinite(item.y)] for item in series]
+    finite = np.concatenate([v for v in values if v.size] or [np.zeros(0)])
+    low = min(float(finite.min()) if finite.size else LOG10_EDGE - 1, LOG10_EDGE - 0.2)
+    high = max(float(finite.max()) if finite.size else LOG10_EDGE + 1, LOG10_EDGE + 0.2)
+    pad = (high - low) * 0.05
+    return (low - pad, high + pad)
 
 
 def _held_out_series(snapshot: SweepSnapshot, g: int, h: int) -> Series | None:

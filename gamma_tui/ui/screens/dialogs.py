@@ -161,6 +161,8 @@ def _extra(binding: Binding) -> str:
     """Longer explanations for a few bindings."""
     return {
         "toggle_family": ": curves of the cursor's γ column (colored by η) or η row (by γ)",
+        "cycle_map": ": color by log10 loss, or by log10 step size × λ_max (white at the edge"
+        " 2; ? = no λ); the curves then show λ(t)",
         "toggle_guides": ": lines η ∝ γ², η ∝ γ^(2/L), η ∝ γ through η* nearest γ = 1",
         "step(-1)": ": the step t the heatmap shows (log-spaced; last = latest record)",
         "stop": ": SIGTERM the workers this app started (runs keep checkpoints)",
