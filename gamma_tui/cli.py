@@ -681,19 +681,23 @@ def export(
     sweep: SweepArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
     format_: Annotated[
-        str, typer.Option("--format", help="csv (long: one row per point) or json.")
+        str,
+        typer.Option("--format", help="csv (long: one row per point), json or parquet."),
     ] = "csv",
     cache: CacheOption = None,
 ) -> None:
-    """Write every run of SWEEP with its loss curve to a CSV or JSON file."""
+    """Write every run of SWEEP with its loss curve to a CSV, JSON or Parquet file."""
     from gamma_tui.config import PresetError
     from gamma_tui.results import load_run_curves
 
     with user_errors():
-        if format_ not in ("csv", "json"):
-            raise PresetError(f"--format {format_!r}: use csv or json")
+        if format_ not in ("csv", "json", "parquet"):
+            raise PresetError(f"--format {format_!r}: use csv, json or parquet")
         store = open_cache(cache)
         name = _resolve(store, sweep)
+        if format_ == "parquet":
+            _export_parquet(store, name, output)
+            return
         runs, curves = load_run_curves(store, name)
         evals = store.evals([r.run_id for r in runs])
         measured = store.diagnostics([r.run_id for r in runs])
@@ -741,6 +745,23 @@ def export(
                 )
         partial.replace(output)
     err.print(f"wrote {len(runs)} runs of {name} to {output}")
+
+
+def _export_parquet(store: Cache, name: str, output: Path) -> None:
+    """`export --format parquet` (gamma_tui/parquet.py), written beside and moved in place."""
+    from gamma_tui.config import PresetError
+
+    try:
+        from gamma_tui.parquet import write_parquet
+    except ImportError as error:
+        raise PresetError(
+            f"--format parquet needs pyarrow ({error}); install it with: pip install -e '.[export]'"
+        ) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    runs, rows = write_parquet(store, name, partial)
+    partial.replace(output)
+    err.print(f"wrote {runs} runs of {name} ({rows} rows) to {output}")
 
 
 def _eval_rows(held: Any) -> list[tuple[int, float, str]]:
