@@ -186,3 +186,30 @@ def test_failed_array_element_loses_no_other_runs(tmp_path: Path, reference: Cac
 def _names(shards: list[list[str]]) -> list[str]:
     """The job folders' names of the shards."""
     return [shard_name(shard) for shard in shards]
+
+
+@pytest.mark.slow
+def test_time_limit_signal_checkpoints_and_counts_against_max_num_timeout(
+    tmp_path: Path,
+) -> None:
+    """submitit's own timer: USR2 comes `signal_delay_s` before timeout_min; with
+    max_num_timeout = 0 the job checkpoints and is not requeued; its progress is merged."""
+    long = 20_000  # more than 25 s of training on any machine: the signal lands mid-run
+    text = TEXT.replace(f"steps = {STEPS}", f"steps = {long}")
+    backend = SlurmExecutor(
+        tmp_path / "jobs",
+        {"timeout_min": 1.0},
+        cluster="local",
+        max_num_timeout=0,
+        signal_delay_s=35,  # the signal 25 s after the task starts (torch imports first)
+        poll_seconds=0.2,
+    )
+    with Cache(tmp_path / "runs") as store:
+        _final, errors = run_sweep(
+            store, parse_preset(text), text, None, device="cpu", backend=backend
+        )
+        assert len(errors) == 1 and "timed-out too many times" in errors[0], errors
+        log = backend.jobs[0].stdout()
+        assert "this job is timed-out" in log and "Calling checkpoint method" in log, log
+        steps = {run.steps_done for run in store.runs()}
+        assert min(steps) > 0 and max(steps) < long, steps  # merged from mid-run
