@@ -14,8 +14,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from support import ROOT, SMOKE
+from support import ROOT, SMOKE, tiny_preset_text
 
+from gamma_tui.cache import Cache
+from gamma_tui.config import parse_preset
+from gamma_tui.runner import register
 from gamma_tui.serve import app_command, exposure_warning, is_loopback, package_pythonpath
 
 
@@ -93,12 +96,16 @@ def app_processes(cache: Path) -> list[int]:
 
 def test_browser_shows_the_dashboard(tmp_path: Path) -> None:
     """The page connects, the launcher draws; key 2 opens the dashboard, whose panels' titles
-    arrive in the terminal stream; both screens are saved and are not blank."""
+    arrive in the terminal stream; key 4 lists the sweep registered in the server's cache;
+    the screens are saved and are not blank."""
     executable = chromium()
     pytest.importorskip("textual_serve")
     sync_api = pytest.importorskip("playwright.sync_api")
     image = pytest.importorskip("PIL.Image")
     port, cache = free_port(), tmp_path / "runs"
+    text = 'name = "browser-check"\n' + tiny_preset_text()
+    with Cache(cache) as store:
+        register(store, parse_preset(text), text)  # queued runs: the run browser lists them
     server = subprocess.Popen(
         [sys.executable, "-m", "gamma_tui", "serve", "--port", str(port)]
         + ["--cache", str(cache), "--preset", str(SMOKE)],
@@ -155,6 +162,11 @@ def test_browser_shows_the_dashboard(tmp_path: Path) -> None:
             seen("loss curves")
             page.wait_for_timeout(1000)
             page.screenshot(path=tmp_path / "dashboard.png")
+            received.clear()
+            page.keyboard.press("4")
+            seen("browser-check")
+            page.wait_for_timeout(1000)
+            page.screenshot(path=tmp_path / "runs.png")
             browser.close()
     finally:
         server.send_signal(signal.SIGTERM)
@@ -164,7 +176,7 @@ def test_browser_shows_the_dashboard(tmp_path: Path) -> None:
             server.kill()
             server.wait()
     assert all(urlparse(url).hostname != "127.0.0.1" for url in outside)
-    for name in ("launcher.png", "dashboard.png"):
+    for name in ("launcher.png", "dashboard.png", "runs.png"):
         pixels = image.open(tmp_path / name).convert("RGB")
         background = pixels.getpixel((2, 2))
         colours = pixels.getcolors(maxcolors=1 << 20) or []
