@@ -216,10 +216,13 @@ def preempt_signal() -> signal.Signals:
     return signal.Signals[f"SIG{os.environ.get(PREEMPT_SIGNAL_ENV, 'USR2')}"]
 
 
-def _ignore_preempt_signal() -> None:
-    """In the engine child, before exec: SLURM signals every process of the job step, and
-    only the job body may act on submitit's signal (the engine stops on its SIGTERM)."""
-    signal.signal(preempt_signal(), signal.SIG_IGN)
+def ignoring_preempt_signal(command: list[str]) -> list[str]:
+    """`command` run with submitit's signal ignored (an ignored signal stays ignored across
+    exec): SLURM signals every process of the job step, and only the job body may act on it
+    (the engine stops on its SIGTERM). A shell trap rather than preexec_fn, which is unsafe
+    when the caller has threads (the debug executor runs jobs in the driver)."""
+    name = preempt_signal().name.removeprefix("SIG")
+    return ["/bin/sh", "-c", f'trap "" {name}; exec "$@"', "sh", *command]
 
 
 class ShardTask:
@@ -249,11 +252,10 @@ class ShardTask:
         log = Path(folder) / "engine.log"
         with log.open("ab") as handle:
             self._process = subprocess.Popen(
-                engine_command(folder, [shard], self.job),
+                ignoring_preempt_signal(engine_command(folder, [shard], self.job)),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_ignore_preempt_signal,
             )
             # poll rather than wait(): wait() would hold the lock that `checkpoint`, called
             # from the signal handler in this thread, needs to reap the engine
