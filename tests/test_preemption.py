@@ -20,9 +20,15 @@ import pytest
 from support import tiny_preset_text
 from test_backends import assert_same_results
 
-from gamma_tui.backends import SlurmExecutor, preempt_signal, shard_name
+from gamma_tui.backends import (
+    SlurmExecutor,
+    describe_backend,
+    executor_for,
+    preempt_signal,
+    shard_name,
+)
 from gamma_tui.cache import Cache
-from gamma_tui.config import Preset, parse_preset
+from gamma_tui.config import Preset, PresetError, parse_preset
 from gamma_tui.runner import run_sweep
 
 pytest.importorskip("submitit")
@@ -213,3 +219,19 @@ def test_time_limit_signal_checkpoints_and_counts_against_max_num_timeout(
         assert "this job is timed-out" in log and "Calling checkpoint method" in log, log
         steps = {run.steps_done for run in store.runs()}
         assert min(steps) > 0 and max(steps) < long, steps  # merged from mid-run
+
+
+def test_backend_table_sets_the_timeout_requeues_and_signal_delay(tmp_path: Path) -> None:
+    """[backend] slurm_max_num_timeout / slurm_signal_delay_s reach the executor and submitit's
+    local executor; bad values name the key."""
+    table = "[backend]\nkind = 'slurm'\nslurm_max_num_timeout = 5\nslurm_signal_delay_s = 120\n"
+    settings = parse_preset(TEXT + table).backend
+    backend = executor_for(settings, tmp_path)
+    assert isinstance(backend, SlurmExecutor)
+    assert (backend.max_num_timeout, backend.signal_delay_s) == (5, 120)
+    local = SlurmExecutor(tmp_path, cluster="local", max_num_timeout=5, signal_delay_s=120)
+    executor = local._submitit_executor("sweep", 2)
+    assert executor.max_num_timeout == 5 and executor.parameters["signal_delay_s"] == 120
+    assert "checkpoint signal 120 s before the limit" in describe_backend(settings, tmp_path)
+    with pytest.raises(PresetError, match="slurm_signal_delay_s"):
+        parse_preset(TEXT + table.replace("= 120", "= 5"))
