@@ -712,19 +712,23 @@ def export(
     sweep: SweepArgument,
     output: Annotated[Path, typer.Option("-o", "--output", help="File to write.")],
     format_: Annotated[
-        str, typer.Option("--format", help="csv (long: one row per point) or json.")
+        str,
+        typer.Option("--format", help="csv (long: one row per point), json or parquet."),
     ] = "csv",
     cache: CacheOption = None,
 ) -> None:
-    """Write every run of SWEEP with its loss curve to a CSV or JSON file."""
+    """Write every run of SWEEP with its loss curve to a CSV, JSON or Parquet file."""
     from gamma_tui.config import PresetError
     from gamma_tui.results import load_run_curves
 
     with user_errors():
-        if format_ not in ("csv", "json"):
-            raise PresetError(f"--format {format_!r}: use csv or json")
+        if format_ not in ("csv", "json", "parquet"):
+            raise PresetError(f"--format {format_!r}: use csv, json or parquet")
         store = open_cache(cache)
         name = _resolve(store, sweep)
+        if format_ == "parquet":
+            _export_parquet(store, name, output)
+            return
         runs, curves = load_run_curves(store, name)
         evals = store.evals([r.run_id for r in runs])
         measured = store.diagnostics([r.run_id for r in runs])
@@ -772,6 +776,63 @@ def export(
                 )
         partial.replace(output)
     err.print(f"wrote {len(runs)} runs of {name} to {output}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; loopback by default.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="The URL browsers use, if not http://HOST:PORT (a tunnel's port)."),
+    ] = None,
+    cache: CacheOption = None,
+    preset: Annotated[Path, typer.Option(help="Preset the app opens on.")] = DEFAULT_PRESET,
+    presets: Annotated[
+        list[Path] | None,
+        typer.Option("--presets", help="Another directory of presets for the launcher."),
+    ] = None,
+) -> None:
+    """Serve the app to a web browser (textual-serve); one app per browser tab, on this cache."""
+    from gamma_tui.config import PresetError
+    from gamma_tui.serve import exposure_warning
+    from gamma_tui.serve import serve as serve_app
+
+    with user_errors():
+        warning = exposure_warning(host, port)
+        if warning:
+            err.print(f"[bold red]{escape(warning)}[/]")
+        try:
+            from gamma_tui.cache import default_cache_dir
+
+            serve_app(cache or default_cache_dir(), preset, presets or [], host, port, public_url)
+        except ImportError as error:
+            raise PresetError(
+                f"`serve` needs textual-serve ({error}); install it with: pip install -e '.[serve]'"
+            ) from None
+        except OSError as error:
+            raise PresetError(
+                f"--host {host} --port {port}: cannot listen there ({error})"
+            ) from None
+
+
+def _export_parquet(store: Cache, name: str, output: Path) -> None:
+    """`export --format parquet` (gamma_tui/parquet.py), written beside and moved in place."""
+    from gamma_tui.config import PresetError
+
+    try:
+        from gamma_tui.parquet import write_parquet
+    except ImportError as error:
+        raise PresetError(
+            f"--format parquet needs pyarrow ({error}); install it with: pip install -e '.[export]'"
+        ) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    runs, rows = write_parquet(store, name, partial)
+    partial.replace(output)
+    err.print(f"wrote {runs} runs of {name} ({rows} rows) to {output}")
 
 
 def _eval_rows(held: Any) -> list[tuple[int, float, str]]:

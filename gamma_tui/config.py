@@ -347,6 +347,12 @@ class BackendConfig(Strict):
         None, description="submitit's cluster; None: SLURM when present, else local"
     )
     ray_address: str | None = Field(None, min_length=1, description="a Ray cluster's address")
+    slurm_max_num_timeout: int = Field(
+        3, ge=0, le=1000, description="slurm: requeues of a job that timed out (preemptions: any)"
+    )
+    slurm_signal_delay_s: int = Field(
+        90, ge=15, le=86_400, description="slurm: the checkpoint signal, seconds before the limit"
+    )
 
     @field_validator("slurm", mode="before")
     @classmethod
