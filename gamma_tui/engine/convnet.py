@@ -272,7 +272,11 @@ def _unpool_gate(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
     out, pooled = pixels.permute(0, 2, 3, 1), pooled.permute(0, 2, 3, 1)  # out contiguous
     batch, h, w, channels = pooled.shape
     height, width = out.shape[1:3]
-    quarter = (pooled * 0.25)[:, :, None, :, None, :].expand(batch, h, 2, w, 2, channels)
+    # the (small) pooled gradient in out's channel-last order: the gate below then reads both
+    # operands in one order (the second pool's gradient arrives channel-first from the linear
+    # layer, and reading it at those strides made the gate 3× slower)
+    quarter = (pooled.contiguous() * 0.25)[:, :, None, :, None, :]
+    quarter = quarter.expand(batch, h, 2, w, 2, channels)
     covered = out[:, : 2 * h, : 2 * w].view(batch, h, 2, w, 2, channels)
     torch.ops.aten.threshold_backward.grad_input(quarter, covered, 0, grad_input=covered)
     if height > 2 * h:
