@@ -20,9 +20,11 @@ Forward and backward are written out by hand, like the MLP's (parameterization.p
 - the backward pass reuses the forward's patches for the first weight gradient, folds the
   pools' 1/4 into the small pooled gradients, and writes each ReLU gate over the stored
   activation, so no activation-sized temporary exists that the forward did not already hold.
-Each layer's forward multiplier is applied to its (small) weights and bias rather than to its
-(large) output. For SGD the step size rides in the output gradient, so every parameter then
-moves by minus its gradient; other optimizers get the gradients.
+Each convolution's forward multiplier is applied to its (small) weights and bias rather than
+to its (large) output; the linear layers' multipliers ride in their batched GEMMs' alpha, so
+the largest weight (8N × 2N·h·w per member) is never copied to scale it. For SGD the step
+size rides in the output gradient, so every parameter then moves by minus its gradient; other
+optimizers get the gradients.
 """
 
 from __future__ import annotations
@@ -279,9 +281,9 @@ def _unpool_gate(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
     out, pooled = pixels.permute(0, 2, 3, 1), pooled.permute(0, 2, 3, 1)  # out contiguous
     batch, h, w, channels = pooled.shape
     height, width = out.shape[1:3]
-    # the (small) pooled gradient in out's channel-last order: the gate below then reads both
-    # operands in one order (the second pool's gradient arrives channel-first from the linear
-    # layer, and reading it at those strides made the gate 3× slower)
+    # the (small) pooled gradient in out's channel-last order, so the gate below reads both
+    # operands in one order: the second pool's gradient arrives channel-first from the linear
+    # layer, and at those strides the gate ran 3× slower under heavy load (equal when quiet)
     quarter = (pooled.contiguous() * 0.25)[:, :, None, :, None, :]
     quarter = quarter.expand(batch, h, 2, w, 2, channels)
     covered = out[:, : 2 * h, : 2 * w].view(batch, h, 2, w, 2, channels)
