@@ -20,9 +20,11 @@ Forward and backward are written out by hand, like the MLP's (parameterization.p
 - the backward pass reuses the forward's patches for the first weight gradient, folds the
   pools' 1/4 into the small pooled gradients, and writes each ReLU gate over the stored
   activation, so no activation-sized temporary exists that the forward did not already hold.
-Each layer's forward multiplier is applied to its (small) weights and bias rather than to its
-(large) output. For SGD the step size rides in the output gradient, so every parameter then
-moves by minus its gradient; other optimizers get the gradients.
+Each convolution's forward multiplier is applied to its (small) weights and bias rather than
+to its (large) output; the linear layers' multipliers ride in their batched GEMMs' alpha, so
+the largest weight (8N × 2N·h·w per member) is never copied to scale it. For SGD the step
+size rides in the output gradient, so every parameter then moves by minus its gradient; other
+optimizers get the gradients.
 """
 
 from __future__ import annotations
@@ -150,6 +152,13 @@ class EnsembleCNN:
         scale = 1.0 / weight.shape[2] if index == 3 else 1.0 / math.sqrt(weight.shape[2])
         return weight * scale, None if bias is None else bias * scale, scale
 
+    def _linear(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """A linear layer's raw weight, its bias times the multiplier, and the multiplier,
+        which the batched matmuls apply as their alpha (no pass over the largest weight)."""
+        weight, bias = self._layer(index)
+        scale = 1.0 / weight.shape[2] if index == 3 else 1.0 / math.sqrt(weight.shape[2])
+        return weight, None if bias is None else bias * scale, scale
+
     def _conv2(self) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """The second convolution as one grouped convolution: weight (E·2N, N, 3, 3)."""
         weight, bias, scale = self._scaled(1)
@@ -175,10 +184,10 @@ class EnsembleCNN:
         # the linear layer reads features in the reference's (channel, row, column) order
         pooled2 = F.avg_pool2d(hidden2, 2, 2).unflatten(1, (members, -1))
         features = pooled2.transpose(0, 1).reshape(members, batch, -1)
-        weight, bias, _ = self._scaled(2)
-        hidden3 = _bmm(features, weight.transpose(1, 2), bias).relu_()
-        weight, bias, _ = self._scaled(3)
-        out = _bmm(hidden3, weight.transpose(1, 2), bias)
+        weight, bias, scale = self._linear(2)
+        hidden3 = _bmm(features, weight.transpose(1, 2), bias, scale).relu_()
+        weight, bias, scale = self._linear(3)
+        out = _bmm(hidden3, weight.transpose(1, 2), bias, scale)
         return out, (patches, hidden1, pooled1, hidden2, features, hidden3)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,13 +204,13 @@ class EnsembleCNN:
         bias = self.arch.bias
         grads: list[tuple[torch.Tensor, torch.Tensor | None]] = []
 
-        weight, _, scale = self._scaled(3)
+        weight, _, scale = self._linear(3)
         grads.append(_weight_grad(grad_out, hidden3, scale, bias))
-        grad = torch.ops.aten.threshold_backward(_bmm(grad_out, weight), hidden3, 0)
+        grad = torch.ops.aten.threshold_backward(_bmm(grad_out, weight, None, scale), hidden3, 0)
 
-        weight, _, scale = self._scaled(2)
+        weight, _, scale = self._linear(2)
         grads.append(_weight_grad(grad, features, scale, bias))
-        grad = _bmm(grad, weight).transpose(0, 1)  # (B, E, 2N·h·w)
+        grad = _bmm(grad, weight, None, scale).transpose(0, 1)  # (B, E, 2N·h·w)
         h, w = self.arch.feature_shape
         gate = _unpool_gate(grad.reshape(batch, -1, h, w), hidden2)
 
@@ -272,7 +281,11 @@ def _unpool_gate(grad: torch.Tensor, relu_out: torch.Tensor) -> torch.Tensor:
     out, pooled = pixels.permute(0, 2, 3, 1), pooled.permute(0, 2, 3, 1)  # out contiguous
     batch, h, w, channels = pooled.shape
     height, width = out.shape[1:3]
-    quarter = (pooled * 0.25)[:, :, None, :, None, :].expand(batch, h, 2, w, 2, channels)
+    # the (small) pooled gradient in out's channel-last order, so the gate below reads both
+    # operands in one order: the second pool's gradient arrives channel-first from the linear
+    # layer, and at those strides the gate ran 3× slower under heavy load (equal when quiet)
+    quarter = (pooled.contiguous() * 0.25)[:, :, None, :, None, :]
+    quarter = quarter.expand(batch, h, 2, w, 2, channels)
     covered = out[:, : 2 * h, : 2 * w].view(batch, h, 2, w, 2, channels)
     torch.ops.aten.threshold_backward.grad_input(quarter, covered, 0, grad_input=covered)
     if height > 2 * h:
@@ -286,7 +299,7 @@ def _weight_grad(
     grad: torch.Tensor, inputs: torch.Tensor, scale: float, bias: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batched layer's weight gradient (E, out, in) and, with `bias`, bias gradient (E, out)."""
-    weight = _bmm(grad.transpose(1, 2), inputs).mul_(scale)
+    weight = _bmm(grad.transpose(1, 2), inputs, None, scale)
     return weight, grad.sum(dim=1).mul_(scale) if bias else None
 
 
@@ -310,17 +323,21 @@ def _linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return out.relu_()
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """a @ b (+ bias (E, out) on every row) per member, its rounding independent of E.
+def _bmm(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, alpha: float = 1.0
+) -> torch.Tensor:
+    """alpha · a @ b (+ bias (E, out) on every row) per member, its rounding independent of E.
 
     With a batch of one, torch.bmm takes another GEMM path with other float rounding, so a
     run trained alone would drift from the same run inside an ensemble; a stride-0 batch of
-    two takes the batched path and costs no copy.
+    two takes the batched path and costs no copy. alpha rides in the GEMM (no extra pass).
     """
     if a.shape[0] == 1:
         a, b = a.expand(2, -1, -1), b.expand(2, -1, -1)
         bias = None if bias is None else bias.expand(2, -1)
-        return _bmm(a, b, bias)[:1]
-    if bias is None:
+        return _bmm(a, b, bias, alpha)[:1]
+    if bias is not None:
+        return torch.baddbmm(bias[:, None, :], a, b, alpha=alpha)
+    if alpha == 1.0:
         return torch.bmm(a, b)
-    return torch.baddbmm(bias[:, None, :], a, b)
+    return torch.baddbmm(a.new_zeros(()).expand(1, 1, 1), a, b, beta=0, alpha=alpha)
