@@ -358,10 +358,9 @@ def _check_factory(preset: Any, path: Path) -> None:
     outside training that runs the user's code)."""
     if preset.network.kind != "module":
         return
-    from gamma_tui.costs import sample_shape
     from gamma_tui.engine.module_family import check_factory
 
-    shape = sample_shape(preset.data)
+    shape = preset.data.sample_shape()
     if shape is not None:  # an unreadable dataset: the dataset check says why
         check_factory(preset, str(path), shape)
 
@@ -404,10 +403,11 @@ def _detach(
 def _confirm_size(preset: Any, yes: bool) -> None:
     """Ask before a huge sweep (or refuse without a terminal), showing an estimate."""
     from gamma_tui.config import PresetError
+    from gamma_tui.costs import flops_per_run, is_huge
 
-    if yes or not preset.is_huge():
+    if yes or not is_huge(preset):
         return
-    flops = preset.flops_per_run() * preset.run_count()
+    flops = flops_per_run(preset) * preset.run_count()
     estimate = (
         f"{preset.run_count():,} runs x {preset.train.steps:,} steps, about {flops:.1e} FLOPs "
         f"(~{flops / 50e9 / 3600:,.1f} h at 50 GFLOP/s on a CPU, less on a GPU; "

@@ -34,12 +34,6 @@ SPEC_VERSION = 1
 MAX_GRID_RUNS = 100_000
 """A preset that expands to more runs than this is rejected as a likely typo."""
 
-HUGE_FLOPS = 3e14
-"""Sweeps estimated above this many FLOPs (over an hour on a laptop CPU) ask before starting."""
-
-HUGE_RUNS = 20_000
-"""Sweeps with at least this many runs ask before starting."""
-
 SIGNIFICANT_DIGITS = 10
 """Grid values are rounded to this many digits so equal points from different presets share runs."""
 
@@ -142,6 +136,9 @@ class NetworkConfig(Strict):
 FILE_DATASETS = ("mnist1m", "cifar5m", "npz", "mnist1d")
 """Data kinds read by gamma_tui.datasets; the others are synthetic streams."""
 
+KNOWN_SHAPES = {"mnist1m": ((1, 28, 28), 10), "cifar5m": ((3, 32, 32), 10), "mnist1d": ((40,), 10)}
+"""(sample shape, classes) of datasets whose format fixes them."""
+
 
 DEPTH_LABELS = {"cnn": 4, "resnet18": 3, "vit": 3}
 """The L of the η ∝ γ^(2/L) law for kinds whose depth is fixed by the architecture.
@@ -212,6 +209,22 @@ class DataConfig(Strict):
     def from_files(self) -> bool:
         """Whether samples come from a dataset (their input size and classes come from it)."""
         return self.kind in FILE_DATASETS
+
+    def sample_shape(self) -> tuple[tuple[int, ...], int] | None:
+        """(input shape, outputs) of one sample, or None when only an unreadable file could say."""
+        if self.kind == "scalar":
+            return (1,), 1
+        if not self.from_files:
+            return (self.input_dim,), self.outputs
+        if self.kind in KNOWN_SHAPES:
+            return KNOWN_SHAPES[self.kind]
+        from gamma_tui.datasets import DatasetError, open_dataset
+
+        try:
+            info = open_dataset(self.kind, self.path).info
+        except (DatasetError, OSError, ValueError):
+            return None
+        return info.input_shape, info.classes
 
 
 class TrainConfig(Strict):
@@ -443,24 +456,6 @@ class Preset(Strict):
             )
         return self
 
-    def flops_per_run(self) -> float:
-        """Approximate FLOPs of one run: 6 x batch x forward multiply-adds per step
-        (gamma_tui.costs), plus a forward pass over the held-out set per evaluation; NaN when
-        the input shape is unknown (an .npz that cannot be read)."""
-        from gamma_tui.costs import evaluations, forward_macs, sample_shape
-
-        found = sample_shape(self.data)
-        if found is None:
-            return math.nan
-        macs = forward_macs(self.network, *found)
-        training = 6.0 * self.train.batch_size * macs * self.train.steps
-        return training + 2.0 * self.data.test_size * macs * evaluations(self.train.steps)
-
-    def is_huge(self) -> bool:
-        """Whether starting this sweep deserves a confirmation (hours of compute or a huge grid)."""
-        flops = self.flops_per_run() * self.run_count()
-        return flops >= HUGE_FLOPS or self.run_count() >= HUGE_RUNS
-
     def run_count(self) -> int:
         """Number of runs the grid expands to (before any cut-off)."""
         return len(self.gamma.values()) * len(self.eta.values()) * len(self.seeds)
@@ -556,9 +551,7 @@ def diagnostics_problem(preset: Preset) -> str | None:
         scalar = data.kind == "scalar"
         inputs, outputs = (1, 1) if scalar else (data.input_dim, data.outputs)
         if data.from_files:
-            from gamma_tui.costs import sample_shape
-
-            found = sample_shape(data)
+            found = data.sample_shape()
             inputs, outputs = (math.prod(found[0]), found[1]) if found else (inputs, outputs)
         width = 1 if network.kind == "chain" else network.width
         widths = [inputs, *[width] * (network.depth - 1), outputs]
