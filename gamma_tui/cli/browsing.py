@@ -25,6 +25,7 @@ from gamma_tui.cli.common import (
     user_errors,
 )
 from gamma_tui.exporting import finite_or_none, run_identity
+from gamma_tui.states import DIVERGED, DONE, FAILED, QUEUED, RUNNING, SKIPPED
 
 if TYPE_CHECKING:
     from gamma_tui.cache import Cache
@@ -48,7 +49,7 @@ def list_(
         for heading in ("runs", "done", "div", "run", "queue", "skip", "fail", "steps"):
             table.add_column(heading, justify="right")
         table.add_column("updated", no_wrap=True)
-        states = ("done", "diverged", "running", "queued", "skipped", "failed")
+        states = (DONE, DIVERGED, RUNNING, QUEUED, SKIPPED, FAILED)
         for s in sweeps:
             table.add_row(
                 s.name,

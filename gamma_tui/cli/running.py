@@ -29,6 +29,7 @@ from gamma_tui.cli.common import (
     user_errors,
 )
 from gamma_tui.cli.progress import progress_display
+from gamma_tui.states import DIVERGED, DONE, SKIPPED
 
 if TYPE_CHECKING:
     from gamma_tui.cache import Cache
@@ -142,9 +143,9 @@ def run(
         err.print(cost_text(*final.cost_seconds), highlight=False)
     unfinished = (
         final.total
-        - final.counts.get("done", 0)
-        - final.counts.get("diverged", 0)
-        - final.counts.get("skipped", 0)
+        - final.counts.get(DONE, 0)
+        - final.counts.get(DIVERGED, 0)
+        - final.counts.get(SKIPPED, 0)
     )
     raise typer.Exit(1 if errors or unfinished else 0)
 
