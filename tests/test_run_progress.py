@@ -96,6 +96,9 @@ def test_shard_lines_show_open_shards_training_first_then_a_count() -> None:
     assert display.run_counts_line(snapshot(())) == (
         "  runs: 5 running · 70 queued · 20 done · 3 diverged · 2 skipped"
     )
+    # the order of the counts, spelled as gamma_tui.states spells them
+    order = ("running", "interrupted", "queued", "done", "diverged", "skipped", "failed")
+    assert display.RUN_STATES == order
 
 
 def render(progress: SweepProgress, width: int) -> list[str]:
