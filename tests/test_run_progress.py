@@ -98,7 +98,7 @@ def test_shard_lines_show_open_shards_training_first_then_a_count() -> None:
     )
     # the order of the counts, spelled as gamma_tui.states spells them
     order = ("running", "interrupted", "queued", "done", "diverged", "skipped", "failed")
-    assert display.RUN_STATES == order
+    assert order == display.RUN_STATES
 
 
 def render(progress: SweepProgress, width: int) -> list[str]:
