@@ -1,4 +1,4 @@
-"""Compute estimates for planning: multiply-adds of one forward pass, by model kind.
+"""Compute estimates for planning: forward multiply-adds by model kind, FLOPs of a run.
 
 Used for the work shown by the launcher and `run --dry-run`, and for the huge-sweep
 confirmation. Formulas count the multiply-adds of weight layers (convolutions at every output
@@ -13,27 +13,31 @@ from typing import TYPE_CHECKING
 from gamma_tui.schedule import is_eval_step
 
 if TYPE_CHECKING:
-    from gamma_tui.config import DataConfig, NetworkConfig
+    from gamma_tui.config import NetworkConfig, Preset
 
-KNOWN_SHAPES = {"mnist1m": ((1, 28, 28), 10), "cifar5m": ((3, 32, 32), 10), "mnist1d": ((40,), 10)}
-"""(sample shape, classes) of datasets whose format fixes them."""
+HUGE_FLOPS = 3e14
+"""Sweeps estimated above this many FLOPs (over an hour on a laptop CPU) ask before starting."""
+
+HUGE_RUNS = 20_000
+"""Sweeps with at least this many runs ask before starting."""
 
 
-def sample_shape(data: DataConfig) -> tuple[tuple[int, ...], int] | None:
-    """(input shape, outputs) of one sample, or None when only an unreadable file could say."""
-    if data.kind == "scalar":
-        return (1,), 1
-    if not data.from_files:
-        return (data.input_dim,), data.outputs
-    if data.kind in KNOWN_SHAPES:
-        return KNOWN_SHAPES[data.kind]
-    from gamma_tui.datasets import DatasetError, open_dataset
+def flops_per_run(preset: Preset) -> float:
+    """Approximate FLOPs of one run: 6 x batch x forward multiply-adds per step, plus a
+    forward pass over the held-out set per evaluation; NaN when the input shape is unknown
+    (an .npz that cannot be read)."""
+    found = preset.data.sample_shape()
+    if found is None:
+        return math.nan
+    macs = forward_macs(preset.network, *found)
+    training = 6.0 * preset.train.batch_size * macs * preset.train.steps
+    return training + 2.0 * preset.data.test_size * macs * evaluations(preset.train.steps)
 
-    try:
-        info = open_dataset(data.kind, data.path).info
-    except (DatasetError, OSError, ValueError):
-        return None
-    return info.input_shape, info.classes
+
+def is_huge(preset: Preset) -> bool:
+    """Whether starting this sweep deserves a confirmation (hours of compute or a huge grid)."""
+    flops = flops_per_run(preset) * preset.run_count()
+    return flops >= HUGE_FLOPS or preset.run_count() >= HUGE_RUNS
 
 
 def forward_macs(network: NetworkConfig, shape: tuple[int, ...], outputs: int) -> float:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
 from gamma_tui.config import Preset, RunSpec, expand
+from gamma_tui.costs import flops_per_run
 from gamma_tui.processes import register_driver, unregister_driver
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
         ShardPlan(by_id[ids[0]].dtype, len(ids), sum(left[i] for i in ids))
         for ids in make_shards(infos, pieces=workers)
     ]
-    per_step = preset.flops_per_run() / max(steps, 1)
+    per_step = flops_per_run(preset) / max(steps, 1)
     partial = sum(1 for r in known.values() if 0 < r.steps_done < steps and r.run_id in left)
     finished = len(specs) - len(left)
     return Plan(preset.name, len(specs), finished, partial, shards, per_step * sum(left.values()))

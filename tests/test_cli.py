@@ -133,6 +133,31 @@ def test_export_includes_held_out_evaluations(tmp_path: Path) -> None:
     assert first["test"]["steps"] == [0, 1, 2, 5, 10, 12] and len(first["test"]["accuracy"]) == 6
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_sweep_writes_what_the_cli_writes(trained: Path, tmp_path: Path, fmt: str) -> None:
+    """The app's headless export and `gamma-tui export` write the same file and line."""
+    from gamma_tui.exporting import export_sweep
+
+    by_cli = tmp_path / f"cli.{fmt}"
+    printed = cli("export", "smoke", "--format", fmt, "-o", str(by_cli), cache=trained).stderr
+    headless = tmp_path / "app" / f"app.{fmt}"
+    written = export_sweep(trained, "smoke", fmt, headless)
+    assert written.path == headless and headless.read_bytes() == by_cli.read_bytes()
+    assert written.sweep == "smoke" and written.runs == len(runs_of(trained))
+    assert " ".join(printed.split()) == f"wrote {written.runs} runs of smoke to {by_cli}"
+    assert written.summary == f"wrote {written.runs} runs of smoke to {headless}"
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_export_sweep_refuses_an_unknown_format(trained: Path, tmp_path: Path) -> None:
+    from gamma_tui.config import PresetError
+    from gamma_tui.exporting import export_sweep
+
+    with pytest.raises(PresetError, match="use csv, json or parquet"):
+        export_sweep(trained, "smoke", "xlsx", tmp_path / "out.xlsx")
+    assert not (tmp_path / "out.xlsx").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [

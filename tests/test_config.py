@@ -8,6 +8,7 @@ import pytest
 from support import ROOT, tiny_preset_text
 
 from gamma_tui.config import PresetError, expand, load_preset, parse_preset
+from gamma_tui.costs import flops_per_run
 
 
 def test_shipped_presets_validate() -> None:
@@ -121,7 +122,7 @@ def test_work_estimate_counts_training_and_held_out_evaluations() -> None:
     text = "[gamma]\nmin = 1\nmax = 1\n[eta]\nmin = 1\nmax = 1\n[train]\nsteps = 1000\n"
     plain = parse_preset(text)
     macs = 32 * 128 + 128 * 128 + 128 * 1  # D=32, N=128, L=3, one output
-    assert plain.flops_per_run() == 6 * 32 * macs * 1000
+    assert flops_per_run(plain) == 6 * 32 * macs * 1000
     held = parse_preset(text + "[data]\ntest_size = 500\n")
     evaluations = 11  # steps 0, 1, 2, 5, ..., 500, 1000
-    assert held.flops_per_run() - plain.flops_per_run() == 2 * 500 * macs * evaluations
+    assert flops_per_run(held) - flops_per_run(plain) == 2 * 500 * macs * evaluations

@@ -251,7 +251,7 @@ def test_cost_estimate_counts_the_forward_multiply_adds(tmp_path: Path, model: s
     """gamma_tui.costs against torch's FLOP counter on one member's real forward pass."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gamma_tui.costs import forward_macs, sample_shape
+    from gamma_tui.costs import forward_macs
     from gamma_tui.engine.data import make_stream
     from gamma_tui.engine.trainer import model_family
 
@@ -264,7 +264,7 @@ def test_cost_estimate_counts_the_forward_multiply_adds(tmp_path: Path, model: s
     batch = stream.batch(0).x
     with FlopCounterMode(display=False) as counter:
         ensemble.predict(batch)
-    found = sample_shape(preset.data)
+    found = preset.data.sample_shape()
     assert found is not None
     estimate = forward_macs(preset.network, *found)
     # two members (one would take the MLP's padded path), 8 samples, 2 FLOPs per multiply-add

@@ -13,9 +13,9 @@ import pytest
 from rich.console import Console
 from support import tiny_preset_text
 
-from gamma_tui import cli
 from gamma_tui.backends import ShardJob
 from gamma_tui.cache import Cache, Progress
+from gamma_tui.cli import progress as display
 from gamma_tui.config import parse_preset
 from gamma_tui.runner import (
     ShardProgress,
@@ -86,28 +86,31 @@ def test_shard_lines_show_open_shards_training_first_then_a_count() -> None:
         *(shard(i, {"queued": 10}, 0) for i in range(2, 12)),
         shard(12, {"running": 4, "diverged": 3, "queued": 3}, 430, "float64"),
     )
-    lines = cli.shard_lines(snapshot(shards))
+    lines = display.shard_lines(snapshot(shards))
     assert lines[0] == "  round 2: 1/12 shards finished"
     assert lines[1] == "  shard 12/12 float64 · 10 runs · 43% · 3 diverged · training"
     assert lines[2] == "  shard 2/12 float32 · 10 runs · 0% · waiting"
-    assert len(lines) == 1 + cli.SHARD_LINES + 1 and lines[-1] == "  +3 more shards"
+    assert len(lines) == 1 + display.SHARD_LINES + 1 and lines[-1] == "  +3 more shards"
     assert not any("shard 1/12" in line for line in lines)  # finished shards are only counted
-    assert cli.shard_lines(snapshot(())) == []
-    assert cli.run_counts_line(snapshot(())) == (
+    assert display.shard_lines(snapshot(())) == []
+    assert display.run_counts_line(snapshot(())) == (
         "  runs: 5 running · 70 queued · 20 done · 3 diverged · 2 skipped"
     )
+    # the order of the counts, spelled as gamma_tui.states spells them
+    order = ("running", "interrupted", "queued", "done", "diverged", "skipped", "failed")
+    assert order == display.RUN_STATES
 
 
 def render(progress: SweepProgress, width: int) -> list[str]:
     """The lines `run` prints for one progress snapshot on a terminal `width` columns wide."""
     captured = io.StringIO()
-    previous = cli.err
-    cli.err = Console(file=captured, width=width, force_terminal=False)
+    previous = display.err
+    display.err = Console(file=captured, width=width, force_terminal=False)
     try:
-        with cli._progress_display(quiet=False) as show:
+        with display.progress_display(quiet=False) as show:
             show(progress)
     finally:
-        cli.err = previous
+        display.err = previous
     return captured.getvalue().splitlines()
 
 
@@ -123,14 +126,14 @@ def test_progress_display_fits_80_columns() -> None:
     expected = "  shard 1/20 float64 · 1,200 runs · 83% · 300 diverged · 12 failed · training"
     assert lines[3] == expected
     assert lines[-1] == "  +12 more shards"
-    assert len(lines) == 3 + cli.SHARD_LINES + 1  # no line wrapped
+    assert len(lines) == 3 + display.SHARD_LINES + 1  # no line wrapped
     assert max(len(line) for line in lines) <= 80
     narrow = render(snapshot(big), 50)  # narrower terminals cut lines short, never wrap them
     assert len(narrow) == len(lines) and max(len(line) for line in narrow) <= 50
 
 
 def test_quiet_progress_display_shows_nothing() -> None:
-    with cli._progress_display(quiet=True) as show:
+    with display.progress_display(quiet=True) as show:
         assert show is None
 
 

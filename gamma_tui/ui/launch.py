@@ -23,6 +23,7 @@ from typing import Any
 
 from gamma_tui.cache import FINAL_STATES, Cache
 from gamma_tui.config import Preset, expand
+from gamma_tui.costs import flops_per_run
 
 KNOBS: tuple[tuple[str, str], ...] = (
     ("name", "sweep name"),
@@ -229,7 +230,7 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
         + (len(specs) - len(cached)) * preset.train.steps
     )
     shards = len({s.shard_key for s in specs})
-    flops = preset.flops_per_run() / preset.train.steps * steps_left
+    flops = flops_per_run(preset) / preset.train.steps * steps_left
     return (
         f"[b]{len(specs)}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
         f"cached: [b]{finished}[/] finished, {partial} partial"

@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 
 from gamma_tui.cache import CacheError
 from gamma_tui.config import Preset, PresetError, load_preset, parse_preset
+from gamma_tui.costs import flops_per_run, is_huge
 from gamma_tui.ui.launch import KNOBS, dump_preset, estimate, knob_value, overrides
 from gamma_tui.ui.messages import EstimateReady
 from gamma_tui.ui.screens.dialogs import ConfirmScreen
@@ -241,10 +242,10 @@ class LauncherScreen(Screen[None]):
             self.app.notify("fix the preset first (see the red message)", severity="error")
             return
         preset, path, edited = self.edited, self.path, bool(self.sets)
-        if not preset.is_huge():
+        if not is_huge(preset):
             self.gamma_app.start_sweep(path, preset, edited)
             return
-        flops = preset.flops_per_run() * preset.run_count()
+        flops = flops_per_run(preset) * preset.run_count()
 
         def answer(yes: bool | None) -> None:
             """Start only on yes."""
