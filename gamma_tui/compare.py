@@ -1,6 +1,6 @@
 """Several sweeps side by side: slopes of η* and η_div, crossover, best loss, cell differences.
 
-Each sweep is analysed once by gamma_tui.report.analyze (the numbers `fit` prints); this module
+Each sweep is analysed once by gamma_tui.pipeline.analyze (the numbers `fit` prints); this module
 only lines them up. `compare_summary` is the `compare --json` payload, `compare_text` its text
 form; the app's compare screen and `report A B C` read the same dictionary.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from gamma_tui.analysis import LossGrid, PowerFit, RegimeFits
 from gamma_tui.cache import Cache, CacheError
-from gamma_tui.report import SweepAnalysis, analyze
+from gamma_tui.pipeline import SweepAnalysis, analyze
 
 REGIMES = ("lazy", "rich")
 

@@ -20,7 +20,7 @@ from gamma_tui.analysis import EtaPoint, RegimeFits
 from gamma_tui.cache import Cache
 from gamma_tui.compare import REGIMES, compare_summary, compare_sweeps, slope_cell
 from gamma_tui.figures import FORMATS, _save_figure, _write_text
-from gamma_tui.report import SweepAnalysis
+from gamma_tui.pipeline import SweepAnalysis
 
 COLORS = ("#56b4e9", "#e69f00", "#009e73", "#cc79a7", "#f0e442", "#d55e00", "#0072b2")
 """The compare screen's colours, in the order the sweeps are given."""

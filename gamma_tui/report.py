@@ -1,61 +1,49 @@
-"""Text reports of a sweep for the CLI: the final-loss heatmap and the η*(γ) fit summary.
+"""Text reports of a sweep for the CLI: the final-loss heatmap (`show`) and the fit summary
+as aligned text (`fit`).
 
-Numbers come from gamma_tui.analysis only; this module picks the runs, calls it and formats
-the results. `analyze` computes everything once; `fit_summary` (the `fit --json` payload),
-`fit_text` and gamma_tui.figures all read that one object, so they always agree.
+The numbers come from the one pipeline (gamma_tui.pipeline.analyze) through the JSON summary
+(gamma_tui.summary), so the text, `fit --json` and gamma_tui.figures always agree. The
+pipeline's and the summary's names are re-exported here, where the CLI and the app import them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gamma_tui.analysis import (
-    BestLoss,
-    BudgetEdge,
-    CollapseFit,
-    EtaPoint,
-    LossGrid,
-    PowerFit,
-    RegimeFits,
-    RunCurve,
-    best_loss_vs_gamma,
-    budget_edge,
-    eta_div,
-    eta_star,
-    fit_collapse_k,
-    fit_power_law,
-    fit_regimes,
-    loss_grid,
-    plateau_time,
-)
-from gamma_tui.cache import Cache, RunInfo, SweepInfo
-from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
-from gamma_tui.results import load_run_curves
+from gamma_tui.analysis import LossGrid, eta_star, loss_grid
+from gamma_tui.cache import Cache
+from gamma_tui.config import predicted_eta_exponent
+from gamma_tui.pipeline import RICH_GAMMA, PlateauPoint, SweepAnalysis, analyze
+from gamma_tui.results import DEFAULT_WINDOW, load_run_curves, stored_sweep
+from gamma_tui.states import DIVERGED, DONE, FAILED, MISSING, QUEUED, RUNNING, SKIPPED
+from gamma_tui.summary import INIT_TOLERANCE, fit_summary, summary_of
+
+__all__ = [
+    "CELL_MARKS",
+    "DEFAULT_WINDOW",
+    "INIT_TOLERANCE",
+    "RICH_GAMMA",
+    "PlateauPoint",
+    "SweepAnalysis",
+    "analyze",
+    "fit_summary",
+    "fit_text",
+    "heatmap_text",
+    "summary_of",
+]
 
 CELL_MARKS = {
-    "diverged": "DIV",
-    "queued": "q",
-    "running": "r",
-    "failed": "FAIL",
-    "skipped": "-",
-    "missing": " ",
+    DIVERGED: "DIV",
+    QUEUED: "q",
+    RUNNING: "r",
+    FAILED: "FAIL",
+    SKIPPED: "-",
+    MISSING: " ",
 }
-
-DEFAULT_WINDOW = 0.05
-"""η* criterion by default: the loss averaged over the last 5% of the steps up to the budget."""
-
-BUDGET_FRACTIONS = (0.1, 0.3, 1.0)
-"""Budgets (fractions of the evaluation step) of the best-loss-versus-γ table."""
-
-INIT_TOLERANCE = 1e-5
-"""Largest relative spread of the step-0 losses that passes the centering check."""
-
-RICH_GAMMA = 1.0
-"""Plateaus, the budget edge's slope-1 law and the collapse are fitted on γ above this."""
+"""The heatmap's mark of a cell without a finite loss, by its state."""
 
 
 # ---------------------------------------------------------------- the heatmap
@@ -63,13 +51,13 @@ RICH_GAMMA = 1.0
 
 def heatmap_text(cache: Cache, sweep: str) -> str:
     """log10 final loss per (η row, γ column); η* of each column marked with '*'."""
-    info = cache.sweep(sweep)
+    stored = stored_sweep(cache, sweep)
     _, curves = load_run_curves(cache, sweep)
     grid = loss_grid(curves)
     if grid.gammas.size == 0:
         return f"{sweep}: no runs"
-    relative = info.config.get("eta", {}).get("scale") == "relative"
-    depth, optimizer = sweep_depth_label(info.config), sweep_optimizer(info.config)
+    relative = stored.relative_eta
+    depth, optimizer = stored.depth, stored.optimizer
     mean = grid.mean_loss
     label = "c = η/γ^p" if relative else "η"
     header = f"{label:>11} │" + "".join(f"{_fmt(g):>8}" for g in grid.gammas)
@@ -99,7 +87,7 @@ def _rows(grid: LossGrid, scales: list[float]) -> list[tuple[float, list[tuple[i
     A row is every η (or c) some column has runs at, so a refined column's extra cells sit
     between the grid's rows at their true value instead of shifting the column up.
     """
-    present = grid.state != "missing"
+    present = grid.state != MISSING
     rows: dict[float, dict[int, int]] = {}
     for g, scale in enumerate(scales):
         for h in np.flatnonzero(present[g]).tolist():
@@ -126,7 +114,7 @@ def _cell(grid: LossGrid, mean: np.ndarray, g: int, h: int | None, best: bool) -
         return " " * 8
     state = str(grid.state[g, h])
     value = mean[g, h]
-    if state == "diverged" or state != "done" and not math.isfinite(value):
+    if state == DIVERGED or state != DONE and not math.isfinite(value):
         return f"{CELL_MARKS.get(state, '?'):>8}"
     text = f"{math.log10(value):.2f}" if value > 0 else "-inf"
     return f"{text + ('*' if best else ' '):>8}"
@@ -137,317 +125,6 @@ def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return "nan"
     return f"{value:.3g}" if 1e-2 <= abs(value) < 1e3 else f"{value:.1e}"
-
-
-# ---------------------------------------------------------------- one analysis of a sweep
-
-
-@dataclass(frozen=True)
-class PlateauPoint:
-    """Plateau time t_half at one γ, from the seeds of its best-loss η cell."""
-
-    gamma: float
-    eta: float  # the grid η of the cell (the argmin of the seed-mean loss)
-    t_half: float | None  # median over seeds that left the plateau; None if none did
-    seeds_left: int
-    seeds: int
-
-
-@dataclass(frozen=True, eq=False)
-class SweepAnalysis:
-    """Everything `fit` and `report` show about one sweep, computed once from the cache."""
-
-    info: SweepInfo
-    runs: list[RunInfo]
-    curves: list[RunCurve]
-    depth: int
-    optimizer: str
-    step: float  # the evaluation step (the budget T of the η* criterion)
-    window: float  # fraction of the step the loss is averaged over (1: the whole run)
-    grid: LossGrid
-    stars: list[EtaPoint]
-    edges: list[EtaPoint]
-    star_fit: RegimeFits
-    div_fit: RegimeFits
-    plateaus: list[PlateauPoint]
-    plateau_fit: PowerFit | None
-    budget: BudgetEdge
-    budget_fit: RegimeFits
-    collapse: CollapseFit
-    collapse_curves: list[RunCurve]  # seed-mean curves at the best η of each rich γ
-    best: dict[int, list[BestLoss]]  # budget steps -> best loss per γ
-
-
-def analyze(
-    cache: Cache, sweep: str, step: float | None = None, window: float | None = None
-) -> SweepAnalysis:
-    """Run every analysis of the sweep at one evaluation step (default: the sweep's steps)."""
-    info = cache.sweep(sweep)
-    runs, curves = load_run_curves(cache, sweep)
-    depth = sweep_depth_label(info.config)
-    optimizer = sweep_optimizer(info.config)
-    if window is None:
-        window = float(info.config.get("analysis", {}).get("window", DEFAULT_WINDOW))
-    at = float(step) if step is not None else float(info.steps)
-    # At the target step, not each run's last record: a run still training has no say yet.
-    grid = loss_grid(curves, step=at, window=window)
-    stars, edges = eta_star(grid), eta_div(grid)
-    best_cells = best_loss_vs_gamma(grid)
-    plateaus = _plateaus(curves, best_cells, at)
-    rich_plateaus = [(p.gamma, p.t_half) for p in plateaus if p.gamma > RICH_GAMMA and p.t_half]
-    budget = budget_edge(curves, at)
-    collapse_curves = _mean_curves(curves, best_cells, at)
-    return SweepAnalysis(
-        info=info,
-        runs=runs,
-        curves=curves,
-        depth=depth,
-        optimizer=optimizer,
-        step=at,
-        window=window,
-        grid=grid,
-        stars=stars,
-        edges=edges,
-        star_fit=fit_regimes(stars, depth=depth, optimizer=optimizer),
-        div_fit=fit_regimes(edges, depth=depth, optimizer=optimizer),
-        plateaus=plateaus,
-        plateau_fit=fit_power_law([g for g, _ in rich_plateaus], [t for _, t in rich_plateaus]),
-        budget=budget,
-        budget_fit=fit_regimes(budget.points, depth=depth, optimizer=optimizer),
-        collapse=fit_collapse_k(collapse_curves),
-        collapse_curves=collapse_curves,
-        best=_best_by_budget(curves, at, window),
-    )
-
-
-def _cell_runs(curves: list[RunCurve], gamma: float, eta: float) -> list[RunCurve]:
-    """The runs (all seeds) of one (γ, η) cell."""
-    return [c for c in curves if math.isclose(c.gamma, gamma) and math.isclose(c.eta, eta)]
-
-
-def _plateaus(curves: list[RunCurve], best: list[BestLoss], at: float) -> list[PlateauPoint]:
-    """t_half per γ at its best-loss η: the median over the seeds that left the plateau."""
-    points = []
-    for cell in best:
-        if not math.isfinite(cell.eta_at_best):
-            continue
-        members = _cell_runs(curves, cell.gamma, cell.eta_at_best)
-        times = []
-        for member in members:
-            keep = member.steps <= at
-            t_half = plateau_time(member.steps[keep], member.loss[keep])
-            if t_half is not None:
-                times.append(t_half)
-        median = float(np.median(times)) if times else None
-        points.append(PlateauPoint(cell.gamma, cell.eta_at_best, median, len(times), len(members)))
-    return points
-
-
-def _mean_curves(curves: list[RunCurve], best: list[BestLoss], at: float) -> list[RunCurve]:
-    """Per rich γ, the seed-mean loss curve of its best-loss η cell, up to step `at`."""
-    means = []
-    for cell in best:
-        if cell.gamma <= RICH_GAMMA or not math.isfinite(cell.eta_at_best):
-            continue
-        members = [
-            c
-            for c in _cell_runs(curves, cell.gamma, cell.eta_at_best)
-            if c.status != "diverged" and c.steps.size
-        ]
-        if not members:
-            continue
-        n = min(c.steps.size for c in members)
-        steps = members[0].steps[:n]
-        loss = np.mean([np.asarray(c.loss[:n], dtype=np.float64) for c in members], axis=0)
-        keep = steps <= at
-        means.append(
-            RunCurve(cell.gamma, cell.eta_at_best, 0, "done", None, steps[keep], loss[keep])
-        )
-    return means
-
-
-def _best_by_budget(curves: list[RunCurve], at: float, window: float) -> dict[int, list[BestLoss]]:
-    """Best seed-mean loss per γ (tuned over η) at each budget of BUDGET_FRACTIONS."""
-    budgets = sorted({max(1, int(round(at * f))) for f in BUDGET_FRACTIONS})
-    return {b: best_loss_vs_gamma(loss_grid(curves, step=b, window=window)) for b in budgets}
-
-
-# ---------------------------------------------------------------- the fit summary
-
-
-def fit_summary(
-    cache: Cache, sweep: str, step: float | None = None, window: float | None = None
-) -> dict[str, Any]:
-    """η*(γ), η_div(γ) and their lazy/rich slopes, plateaus, budget edge, collapse, best loss
-    versus γ and the step-0 loss check, as plain JSON-ready data.
-
-    η* minimises the loss averaged over steps [step·(1−window), step] (step: the sweep's
-    steps when None); window = 1 averages the whole run (the mean online loss).
-    """
-    return summary_of(analyze(cache, sweep, step, window))
-
-
-def summary_of(result: SweepAnalysis) -> dict[str, Any]:
-    """The JSON-ready summary of an analysis (see fit_summary)."""
-    star_fit, div_fit = result.star_fit, result.div_fit
-    return {
-        "sweep": result.info.name,
-        "depth": result.depth,
-        "steps": result.info.steps,
-        "runs": len(result.runs),
-        "counts": result.info.counts,
-        "criterion": _criterion(result),
-        "eta_star": [_point(p) for p in result.stars],
-        "eta_div": [_point(p) for p in result.edges],
-        "lazy": _regime(star_fit.lazy, star_fit.theory_lazy, _reason_for(star_fit.reason, "lazy")),
-        "rich": _regime(star_fit.rich, star_fit.theory_rich, _reason_for(star_fit.reason, "rich")),
-        "crossover_gamma": _num(star_fit.crossover_gamma),
-        "eta_div_fit": {
-            "lazy": _regime(div_fit.lazy, div_fit.theory_lazy, _reason_for(div_fit.reason, "lazy")),
-            "rich": _regime(div_fit.rich, div_fit.theory_rich, _reason_for(div_fit.reason, "rich")),
-        },
-        "plateau": _plateau_summary(result),
-        "budget_edge": _budget_summary(result),
-        "collapse": _collapse_summary(result),
-        "best_loss": _best_summary(result),
-        "init_loss": _init_summary(result),
-    }
-
-
-def _criterion(result: SweepAnalysis) -> dict[str, Any]:
-    """How η* was chosen, as numbers and one sentence."""
-    if result.window >= 1.0:
-        text = f"mean loss over steps 0..{result.step:g} (the whole run)"
-    else:
-        text = f"mean loss over steps {result.step * (1 - result.window):g}..{result.step:g}"
-    return {"step": result.step, "window": result.window, "text": text}
-
-
-def _reason_for(reason: str, regime: str) -> str:
-    """The parts of a RegimeFits reason that concern one regime (or all of it if none does)."""
-    parts = [part for part in reason.split("; ") if f" {regime} " in part]
-    return "; ".join(parts) if parts else reason
-
-
-def _num(value: float | None) -> float | None:
-    """JSON has no NaN/inf: such values become null."""
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _point(p: EtaPoint) -> dict[str, Any]:
-    """One EtaPoint as JSON."""
-    return {
-        "gamma": p.gamma,
-        "eta": _num(p.eta),
-        "log10_eta_err": _num(p.log10_eta_err) if p.ok else None,
-        "at_edge": p.at_edge,
-        "ok": p.ok,
-    }
-
-
-def _regime(fit: PowerFit | None, theory: float, reason: str) -> dict[str, Any]:
-    """A power-law fit as JSON next to its theory slope, or why it is missing."""
-    if fit is None:
-        return {"slope": None, "theory": _num(theory), "reason": reason}
-    return {
-        "slope": fit.slope,
-        "ci95": _num(fit.slope_ci95),
-        "n": fit.n,
-        "r2": _num(fit.r2),
-        "intercept": fit.intercept,
-        "theory": _num(theory),
-    }
-
-
-def _plateau_summary(result: SweepAnalysis) -> dict[str, Any]:
-    """t_half per γ at the best η and its power law for γ > RICH_GAMMA (theory 1 − 2/L)."""
-    fit = _regime(result.plateau_fit, 1.0 - 2.0 / max(result.depth, 1), "")
-    if result.plateau_fit is None:
-        fit["reason"] = "not enough data: needs t_half at >= 2 rich γ"
-    return {
-        "points": [
-            {
-                "gamma": p.gamma,
-                "eta": p.eta,
-                "t_half": p.t_half,
-                "seeds_left": p.seeds_left,
-                "seeds": p.seeds,
-            }
-            for p in result.plateaus
-        ],
-        "fit": fit,
-        "note": "theory t_half ~ γ^(1-2/L) at η ~ γ^(2/L) (L >= 3); ~ ln γ for L = 2",
-    }
-
-
-def _budget_summary(result: SweepAnalysis) -> dict[str, Any]:
-    """Smallest η that leaves the plateau by the budget, per γ, with lazy and rich slopes."""
-    fits = result.budget_fit
-    return {
-        "budget_steps": result.budget.budget_steps,
-        "points": [_point(p) for p in result.budget.points],
-        "lazy": _regime(fits.lazy, 2.0, _reason_for(fits.reason, "lazy")),
-        "rich": _regime(fits.rich, 1.0, _reason_for(fits.reason, "rich")),
-    }
-
-
-def _collapse_summary(result: SweepAnalysis) -> dict[str, Any]:
-    """k of x = t·η·γ^(−k) collapsing the rich curves at the best η (theory 1), and its score."""
-    fit = result.collapse
-    return {
-        "gammas": [c.gamma for c in result.collapse_curves],
-        "k": _num(fit.k),
-        "k_lo": _num(fit.k_lo),
-        "k_hi": _num(fit.k_hi),
-        "score": _num(fit.score),
-        "spread": _num(fit.spread),
-        "raw_spread": _num(fit.raw_spread),
-        "n_curves": fit.n_curves,
-        "theory": 1.0,
-        "reason": fit.reason,
-    }
-
-
-def _best_summary(result: SweepAnalysis) -> dict[str, Any]:
-    """Best seed-mean loss over η per γ, one table per budget."""
-    return {
-        str(budget): [
-            {"gamma": row.gamma, "loss": _num(row.best_loss), "eta": _num(row.eta_at_best)}
-            for row in rows
-        ]
-        for budget, rows in result.best.items()
-    }
-
-
-def _init_summary(result: SweepAnalysis) -> dict[str, Any]:
-    """The centering check: every run's loss at step 0 is the mean of y² over the first batch."""
-    init = np.array([r.init_loss for r in result.runs if r.init_loss is not None], dtype=float)
-    data = result.info.config.get("data", {})
-    expected = float(data.get("target", 1.0)) ** 2 if data.get("kind") == "scalar" else None
-    if not init.size:
-        return {
-            "runs": 0,
-            "value": None,
-            "min": None,
-            "max": None,
-            "max_relative_spread": None,
-            "expected": expected,
-            "ok": None,
-        }
-    mean = float(init.mean())
-    spread = float(np.ptp(init) / abs(mean)) if mean else math.inf
-    ok = spread <= INIT_TOLERANCE
-    if expected is not None:
-        ok = ok and abs(mean - expected) <= INIT_TOLERANCE * abs(expected)
-    return {
-        "runs": int(init.size),
-        "value": mean,
-        "min": float(init.min()),
-        "max": float(init.max()),
-        "max_relative_spread": _num(spread),
-        "expected": expected,
-        "ok": bool(ok),
-    }
 
 
 # ---------------------------------------------------------------- the summary as text

@@ -28,8 +28,8 @@ import numpy as np
 
 from gamma_tui.analysis import PowerFit, fit_power_law
 from gamma_tui.cache import Cache
-from gamma_tui.config import Preset, expand, sweep_depth_label, sweep_optimizer
-from gamma_tui.results import load_run_curves
+from gamma_tui.config import Preset, expand, sweep_optimizer
+from gamma_tui.results import StoredSweep, load_run_curves, stored_sweep
 
 EDGE = 2.0
 """Step size × λ_max at the edge of stability of gradient descent on a quadratic."""
@@ -62,7 +62,8 @@ def step_size(eta: float, width: int, optimizer: str) -> float:
 
 
 def sweep_step_size(config: dict[str, Any], eta: float) -> float:
-    """step_size of a run at `eta` in a sweep with this config (the chain's width is 1)."""
+    """step_size of a run at `eta` in a sweep with this raw stored config (the chain's width is
+    1); sweep_runs reads the same from results.StoredSweep (width, optimizer)."""
     network = config.get("network", {})
     width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
     return step_size(eta, width, sweep_optimizer(config))
@@ -132,17 +133,15 @@ def summarize(
 def sweep_block(cache: Cache, sweep: str, fit_summary: dict[str, Any]) -> dict[str, Any] | None:
     """The sharpness block of a sweep given its `fit` summary (for η*), or None when no run
     of the sweep has a sharpness diagnostic."""
-    config, runs = sweep_runs(cache, sweep)
+    stored, runs = sweep_runs(cache, sweep)
     if not runs:
         return None
-    return summarize(
-        runs, eta_stars(fit_summary), sweep_depth_label(config), sweep_optimizer(config)
-    )
+    return summarize(runs, eta_stars(fit_summary), stored.depth, stored.optimizer)
 
 
-def sweep_runs(cache: Cache, sweep: str) -> tuple[dict[str, Any], list[SharpnessRun]]:
-    """The sweep's config and its runs that have a sharpness diagnostic."""
-    info = cache.sweep(sweep)
+def sweep_runs(cache: Cache, sweep: str) -> tuple[StoredSweep, list[SharpnessRun]]:
+    """The sweep's settings and its runs that have a sharpness diagnostic."""
+    stored = stored_sweep(cache, sweep)
     infos, curves = load_run_curves(cache, sweep)
     measured = cache.diagnostics([r.run_id for r in infos])
     runs = []
@@ -156,14 +155,14 @@ def sweep_runs(cache: Cache, sweep: str) -> tuple[dict[str, Any], list[Sharpness
                 run.eta,
                 run.seed,
                 curve.status,
-                sweep_step_size(info.config, run.eta),
+                step_size(run.eta, stored.width, stored.optimizer),
                 found.steps,
                 found.values["sharpness"],
                 np.asarray(curve.steps),
                 np.asarray(curve.loss, dtype=np.float64),
             )
         )
-    return info.config, runs
+    return stored, runs
 
 
 def eta_stars(fit_summary: dict[str, Any]) -> dict[float, float]:
