@@ -17,14 +17,8 @@ from gamma_tui import cli
 from gamma_tui.backends import ShardJob
 from gamma_tui.cache import Cache, Progress
 from gamma_tui.config import parse_preset
-from gamma_tui.runner import (
-    ShardProgress,
-    SweepProgress,
-    make_shards,
-    progress,
-    register,
-    run_sweep,
-)
+from gamma_tui.progress import ShardProgress, SweepProgress, progress
+from gamma_tui.runner import make_shards, register, run_sweep
 from gamma_tui.schedule import reduce_losses
 
 TEXT = tiny_preset_text(train={"steps": 40, "checkpoint_every": 16})
