@@ -47,11 +47,22 @@ class Plan:
     partial: int
     shards: list[ShardPlan]
     flops: float
+    cached: int = 0
+    """Runs of the grid the cache already has, in any state."""
+    skipped: int = 0
+    """Cached runs the η cut-off skipped (counted in `finished`)."""
+    ensembles: int = 0
+    """Shard keys of the whole grid: the ensembles it trains in, finished ones included."""
 
     @property
     def to_train(self) -> int:
         """Runs that still need steps."""
         return sum(shard.members for shard in self.shards)
+
+    @property
+    def steps_left(self) -> int:
+        """Run-steps still to train (an upper bound: the η cut-off may skip some)."""
+        return sum(shard.steps_left for shard in self.shards)
 
 
 def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
@@ -75,7 +86,18 @@ def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
     per_step = preset.flops_per_run() / max(steps, 1)
     partial = sum(1 for r in known.values() if 0 < r.steps_done < steps and r.run_id in left)
     finished = len(specs) - len(left)
-    return Plan(preset.name, len(specs), finished, partial, shards, per_step * sum(left.values()))
+    skipped = sum(1 for r in known.values() if r.status == "skipped")
+    return Plan(
+        preset.name,
+        len(specs),
+        finished,
+        partial,
+        shards,
+        per_step * sum(left.values()),
+        len(known),
+        skipped,
+        len({s.shard_key for s in specs}),
+    )
 
 
 def _planned(spec: RunSpec) -> RunInfo:
