@@ -188,7 +188,7 @@ class LocalExecutor:
     workers: int = 1
     poll_seconds: float = 0.5
     pool: WorkerPool = field(default_factory=WorkerPool)
-    cache_dir: Path | None = None
+    cache_dir: Path | None = field(default=None, init=False)
     """The cache the last round's workers wrote (where they leave their cost files)."""
 
     @property
