@@ -114,39 +114,58 @@ def driver_registered(cache_root: Path, sweep: str, pid: int) -> bool:
         return False
 
 
-def detach_run(
-    arguments: list[str], cache_root: Path, sweep: str, wait: float = DETACH_WAIT_SECONDS
-) -> int:
-    """Start `gamma-tui run ARGUMENTS` in its own session, immune to the terminal closing.
+def driver_log(cache_root: Path, sweep: str) -> Path:
+    """Where a detached driver of `sweep` writes its output: CACHE/logs/driver-SWEEP.log."""
+    return cache_root / "logs" / f"driver-{sweep}.log"
 
-    Returns the driver's pid once its record exists (`ps` shows the sweep from then on), once
-    it exited with status 0 (nothing to train, or done already), or after `wait` seconds,
-    whichever comes first; its output goes to CACHE/logs/driver-SWEEP.log. A driver that
-    fails before registering raises CacheError with the end of that log.
-    """
-    log = cache_root / "logs" / f"driver-{sweep}.log"
+
+def log_tail(log: Path, start: int = 0, lines: int = 3) -> list[str]:
+    """The last `lines` lines a process wrote to `log` after byte `start` ([] if none)."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            return handle.read().decode(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def spawn_driver(arguments: list[str], cache_root: Path, sweep: str) -> subprocess.Popen[bytes]:
+    """Start `gamma-tui run ARGUMENTS --quiet` in its own session (process group), immune to
+    the terminal closing, its output appended to driver_log; returns at once."""
+    log = driver_log(cache_root, sweep)
     log.parent.mkdir(parents=True, exist_ok=True)
-    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as handle:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "gamma_tui", "run", *arguments, "--quiet"],
             stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def detach_run(
+    arguments: list[str], cache_root: Path, sweep: str, wait: float = DETACH_WAIT_SECONDS
+) -> int:
+    """Start `gamma-tui run ARGUMENTS` detached (spawn_driver) and wait for it to register.
+
+    Returns the driver's pid once its record exists (`ps` shows the sweep from then on), once
+    it exited with status 0 (nothing to train, or done already), or after `wait` seconds,
+    whichever comes first. A driver that fails before registering raises CacheError with the
+    end of its log.
+    """
+    log = driver_log(cache_root, sweep)
+    start = log.stat().st_size if log.exists() else 0
+    process = spawn_driver(arguments, cache_root, sweep)
     deadline = time.monotonic() + wait
     while not driver_registered(cache_root, sweep, process.pid):
         code = process.poll()
         if code is not None:
             if code == 0:
                 break
-            with log.open("rb") as handle:
-                handle.seek(start)
-                tail = handle.read().decode(errors="replace").strip().splitlines()[-5:]
             raise CacheError(
                 f"the detached driver exited with status {code} before it started: "
-                + " / ".join(tail)
+                + " / ".join(log_tail(log, start, 5))
                 + f" (see {log})"
             )
         if time.monotonic() > deadline:

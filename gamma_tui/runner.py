@@ -1,8 +1,9 @@
-"""Turns a preset into shards, skips finished runs and drives worker processes.
+"""Turns a preset into rounds of shards, skips finished runs and hands each round to an Executor.
 
 The runner never imports torch: it registers the sweep in the cache, groups unfinished runs
-by shard key, starts `python -m gamma_tui.engine` workers and watches progress through the
-cache, which is the only channel from training back to the CLI and the TUI. With the
+by shard key and gives each round's shards to the executor (local engine worker processes by
+default, or a SLURM array or Ray tasks, see gamma_tui.backends), watching progress through
+the cache, which is the only channel from training back to the CLI and the TUI. With the
 adaptive cut-off, η is trained top-down in bands of `cutoff.decades` per γ, and runs more
 than that many decades below the first stable η are marked skipped instead of trained.
 """
@@ -10,145 +11,17 @@ than that many decades below the first stable η are marked skipped instead of t
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gamma_tui.cache import FINAL_STATES, Cache, RunInfo, SweepInfo
+from gamma_tui.backends.base import Executor, ShardJob
+from gamma_tui.backends.local import LocalExecutor
+from gamma_tui.cache import FINAL_STATES, Cache, RunInfo
 from gamma_tui.config import Preset, RunSpec, expand
-from gamma_tui.costs import flops_per_run
+from gamma_tui.planning import make_shards
 from gamma_tui.processes import register_driver, unregister_driver
-
-if TYPE_CHECKING:
-    from gamma_tui.backends import Executor
-
-
-@dataclass(frozen=True)
-class ShardProgress:
-    """One shard of the current round (one ensemble): its runs' states and steps."""
-
-    index: int
-    """1-based position in the round's list of shards."""
-    dtype: str
-    runs: int
-    counts: dict[str, int]
-    steps_done: int
-    steps_total: int
-
-    @property
-    def finished(self) -> bool:
-        """Whether every run of the shard is in a final state."""
-        return sum(self.counts.get(state, 0) for state in FINAL_STATES) >= self.runs
-
-    @property
-    def training(self) -> bool:
-        """Whether a live worker holds any of its runs."""
-        return self.counts.get("running", 0) > 0
-
-    @property
-    def fraction(self) -> float:
-        """Share of the shard's steps done (diverged and skipped runs count as complete)."""
-        return self.steps_done / self.steps_total if self.steps_total else 1.0
-
-
-@dataclass(frozen=True)
-class SweepProgress:
-    """A snapshot of a sweep's progress, read from the cache."""
-
-    total: int
-    counts: dict[str, int]
-    steps_done: int
-    steps_total: int
-    elapsed_seconds: float
-    steps_per_second: float
-    shards: tuple[ShardProgress, ...] = ()
-    """The shards of the current training round (empty while none is running)."""
-    round_index: int = 0
-    """1 for the first round of shards (the η cut-off trains in several), 0 before any."""
-    cost_seconds: tuple[float, float] = (0.0, 0.0)
-    """(training, diagnostics) seconds local workers measured in this `run` (set at its end)."""
-
-    @property
-    def finished(self) -> int:
-        """Runs in a final state (done, diverged, failed, skipped)."""
-        return sum(self.counts.get(state, 0) for state in FINAL_STATES)
-
-    @property
-    def eta_seconds(self) -> float | None:
-        """Estimated seconds left at the current rate, None before a rate is known."""
-        if self.steps_per_second <= 0:
-            return None
-        return max(0.0, (self.steps_total - self.steps_done) / self.steps_per_second)
-
-
-@dataclass
-class WorkerPool:
-    """Worker processes of one round, with their log files."""
-
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
-
-    def alive(self) -> bool:
-        """Whether any worker is still running."""
-        return any(p.poll() is None for p in self.processes)
-
-    def failures(self) -> list[str]:
-        """One message per worker that exited with an error, with the end of its log."""
-        messages = []
-        for process, log in zip(self.processes, self.logs, strict=True):
-            code = process.poll()
-            if code not in (None, 0, 130, -signal.SIGTERM):
-                tail = (
-                    log.read_text(errors="replace").strip().splitlines()[-3:]
-                    if log.exists()
-                    else []
-                )
-                message = f"worker {process.pid} exited with {code}: " + " | ".join(tail)
-                if shutil.disk_usage(log.parent).free < 2**20:  # its log may be empty then
-                    message += (
-                        f" (the disk holding {log.parent.parent} is full: free some space and "
-                        "run again; runs resume from their last checkpoints)"
-                    )
-                messages.append(message)
-        return messages
-
-    def costs(self, cache_dir: Path) -> tuple[float, float]:
-        """(training, diagnostics) seconds the exited workers measured (engine COST_FILE),
-        summed; their files are removed once read."""
-        training = diagnostics = 0.0
-        for process in self.processes:
-            path = cache_dir / "logs" / f"cost-{process.pid}.json"
-            if process.poll() is None or not path.exists():
-                continue
-            try:
-                seconds = json.loads(path.read_text(encoding="utf-8"))
-                training += seconds["total"] - seconds["diagnostics"]
-                diagnostics += seconds["diagnostics"]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # a cost file is a report, never a reason to fail the run
-            path.unlink(missing_ok=True)
-        return training, diagnostics
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask workers to checkpoint and exit (SIGTERM); kill those that do not."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+from gamma_tui.progress import SweepProgress, progress
 
 
 def register(
@@ -249,271 +122,6 @@ def _first_stable_eta(column: Sequence[RunInfo]) -> float | None:
     return None
 
 
-def make_shards(runs: Sequence[RunInfo], pieces: int = 1) -> list[list[str]]:
-    """Group runs by shard key; split each group into at least `pieces` parts for workers."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for run in runs:
-        groups[run.shard_key].append(run.run_id)
-    shards = []
-    for ids in groups.values():
-        parts = max(1, min(pieces, len(ids)))
-        size = -(-len(ids) // parts)
-        shards += [ids[i : i + size] for i in range(0, len(ids), size)]
-    return shards
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """One ensemble of a plan: its dtype, members and the steps they still need."""
-
-    dtype: str
-    members: int
-    steps_left: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What `run` would train, read from the cache without writing to it."""
-
-    sweep: str
-    total: int
-    finished: int
-    partial: int
-    shards: list[ShardPlan]
-    flops: float
-
-    @property
-    def to_train(self) -> int:
-        """Runs that still need steps."""
-        return sum(shard.members for shard in self.shards)
-
-
-def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
-    """The shards `run` would start for this preset (before any η cut-off), cache untouched."""
-    specs = expand(preset)
-    known = {r.run_id: r for r in cache.runs(run_ids=[s.run_id for s in specs])}
-    steps = preset.train.steps
-    left: dict[str, int] = {}
-    for spec in specs:
-        run = known.get(spec.run_id)
-        if run is not None and (run.status in ("diverged", "skipped") or run.steps_done >= steps):
-            continue
-        left[spec.run_id] = steps - (run.steps_done if run is not None else 0)
-    pending = [s for s in specs if s.run_id in left]
-    infos = [_planned(spec) for spec in pending]
-    by_id = {s.run_id: s for s in pending}
-    shards = [
-        ShardPlan(by_id[ids[0]].dtype, len(ids), sum(left[i] for i in ids))
-        for ids in make_shards(infos, pieces=workers)
-    ]
-    per_step = flops_per_run(preset) / max(steps, 1)
-    partial = sum(1 for r in known.values() if 0 < r.steps_done < steps and r.run_id in left)
-    finished = len(specs) - len(left)
-    return Plan(preset.name, len(specs), finished, partial, shards, per_step * sum(left.values()))
-
-
-def _planned(spec: RunSpec) -> RunInfo:
-    """A placeholder RunInfo carrying what make_shards needs."""
-    return RunInfo(
-        spec.run_id,
-        spec.gamma,
-        spec.eta,
-        spec.seed,
-        spec.dtype,
-        spec.shard_key,
-        "queued",
-        0,
-        0,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        0.0,
-        0.0,
-    )
-
-
-def start_workers(
-    cache_dir: Path,
-    shards: list[list[str]],
-    workers: int,
-    device: str,
-    checkpoint_every: int,
-    detach: bool = False,
-    compile_step: bool = False,
-) -> WorkerPool:
-    """Start up to `workers` engine processes, dealing the shards out round-robin."""
-    workers = max(1, min(workers, len(shards)))
-    threads = worker_threads(workers)
-    log_dir = cache_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pool = WorkerPool()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for index in range(workers):
-        command = worker_command(
-            cache_dir, shards[index::workers], device, threads, checkpoint_every, compile_step
-        )
-        log = log_dir / f"worker-{stamp}-{os.getpid()}-{index}.log"
-        with log.open("wb") as handle:
-            pool.processes.append(
-                subprocess.Popen(
-                    command,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=detach,
-                    env=worker_environment(device, index, workers),
-                )
-            )
-        pool.logs.append(log)
-    return pool
-
-
-THREADS_ENV = "GAMMA_TUI_THREADS"
-"""Torch threads per local worker: 'auto' (the default: the CPUs other processes leave free,
-shared out), 'all' (every CPU this process may use, shared out) or a number."""
-
-
-def worker_threads(workers: int) -> int:
-    """Torch CPU threads for each of `workers` local workers, by GAMMA_TUI_THREADS.
-
-    OpenMP threads that outnumber the free cores wait at every parallel region for a thread
-    the scheduler has parked behind another process: with one busy process on the other
-    core of two, two threads took the quickstart from 19 s to 42 s (issue 12); one thread
-    per free core avoids that wait (measured in bench/contention.py).
-    """
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cpus = allowed or os.cpu_count() or 1
-    choice = os.environ.get(THREADS_ENV, "auto").strip().lower()
-    if choice.isdigit() and int(choice) > 0:
-        return int(choice)
-    if choice == "auto":
-        cpus -= busy_cpus()
-    return max(1, cpus // workers)
-
-
-def busy_cpus(seconds: float = 0.25) -> int:
-    """CPUs (of those this process may use) that other processes keep busy, rounded: the
-    non-idle share of each CPU's time over `seconds`, from /proc/stat; 0 where that file
-    does not exist. This process sleeps meanwhile, so it is not counted."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    first = _cpu_jiffies()
-    if not first:
-        return 0
-    time.sleep(seconds)
-    second = _cpu_jiffies()
-    busy = 0.0
-    for cpu, (idle, total) in second.items():
-        if cpu in first and (allowed is None or cpu in allowed):
-            elapsed = total - first[cpu][1]
-            busy += 1.0 - (idle - first[cpu][0]) / elapsed if elapsed > 0 else 0.0
-    return round(busy)
-
-
-def _cpu_jiffies() -> dict[int, tuple[int, int]]:
-    """(idle + iowait, total) jiffies of each CPU, from /proc/stat ({} where it is missing)."""
-    try:
-        with open("/proc/stat") as stat:
-            lines = [line.split() for line in stat if line.startswith("cpu") and line[3] != " "]
-    except OSError:
-        return {}
-    jiffies = {}
-    for fields in lines:
-        values = [int(v) for v in fields[1:9]]
-        jiffies[int(fields[0][3:])] = (values[3] + values[4], sum(values))
-    return jiffies
-
-
-def worker_command(
-    cache_dir: Path | str,
-    shards: Sequence[Sequence[str]],
-    device: str,
-    threads: int,
-    checkpoint_every: int,
-    compile_step: bool,
-) -> list[str]:
-    """The engine worker's command line (`python -m gamma_tui.engine`) for `shards`."""
-    command = [sys.executable, "-m", "gamma_tui.engine", "--cache", str(cache_dir)]
-    command += ["--device", device, "--threads", str(threads)]
-    command += ["--checkpoint-every", str(checkpoint_every)]
-    command += ["--compile"] if compile_step else []
-    for shard in shards:
-        command += ["--shard", ",".join(shard)]
-    return command
-
-
-def worker_environment(device: str, index: int, workers: int) -> dict[str, str]:
-    """Environment of worker `index`: one GPU each when several workers share CUDA devices.
-
-    With `--device cuda` (or auto) and N workers, worker i sees only GPU i of
-    CUDA_VISIBLE_DEVICES (or of 0..N-1), so each process owns one device.
-    """
-    env = dict(os.environ)
-    if workers > 1 and device in ("auto", "cuda"):
-        visible = env.get("CUDA_VISIBLE_DEVICES")
-        choices = visible.split(",") if visible else [str(i) for i in range(workers)]
-        env["CUDA_VISIBLE_DEVICES"] = choices[index % len(choices)]
-    return env
-
-
-def progress(
-    cache: Cache,
-    sweep: SweepInfo | str,
-    started: float,
-    steps_at_start: int,
-    run_ids: Sequence[str] | None = None,
-    shards: Sequence[Sequence[str]] = (),
-    round_index: int = 0,
-) -> SweepProgress:
-    """The sweep's progress now (of `run_ids` if given); rates are measured since `started`.
-
-    `shards` (lists of run ids, as make_shards returns) get one ShardProgress each, computed
-    from the same single read of the cache.
-    """
-    name = sweep if isinstance(sweep, str) else sweep.name
-    runs = cache.runs(name) if run_ids is None else cache.runs(run_ids=run_ids)
-    counts = _state_counts(runs)
-    done, total = _steps(runs)
-    elapsed = time.monotonic() - started
-    rate = (done - steps_at_start) / elapsed if elapsed > 0.5 else 0.0
-    by_id = {run.run_id: run for run in runs}
-    parts = []
-    for index, shard in enumerate(shards, start=1):
-        members = [by_id[run_id] for run_id in shard if run_id in by_id]
-        if members:
-            shard_done, shard_total = _steps(members)
-            parts.append(
-                ShardProgress(
-                    index,
-                    members[0].dtype,
-                    len(members),
-                    _state_counts(members),
-                    shard_done,
-                    shard_total,
-                )
-            )
-    return SweepProgress(len(runs), counts, done, total, elapsed, rate, tuple(parts), round_index)
-
-
-def _state_counts(runs: Sequence[RunInfo]) -> dict[str, int]:
-    """How many runs are in each state (with 'interrupted' for lapsed leases)."""
-    counts: dict[str, int] = defaultdict(int)
-    for run in runs:
-        counts[run.state] += 1
-    return dict(counts)
-
-
-def _steps(runs: Sequence[RunInfo]) -> tuple[int, int]:
-    """(steps done, steps to do) of runs; a diverged or skipped run needs no more steps."""
-    done = sum(min(r.steps_done, r.steps_target) for r in runs)
-    total = sum(
-        r.steps_done if r.status in ("diverged", "skipped") else r.steps_target for r in runs
-    )
-    return done, total
-
-
 def run_sweep(
     cache: Cache,
     preset: Preset,
@@ -527,8 +135,9 @@ def run_sweep(
 ) -> tuple[SweepProgress, list[str]]:
     """Train every unfinished run of the preset; returns final progress and worker errors.
 
-    With `backend` (see gamma_tui.backends), each round's shards go to it instead of local
-    worker processes; `workers` is then ignored for the backend's own `pieces`.
+    Each round's shards go to `backend` (see gamma_tui.backends), by default a LocalExecutor
+    of `workers` engine processes polled every `poll_seconds`; a given backend splits the
+    shards into its own `pieces` instead.
     """
     # this process's runs, by id: another `run` of a preset with the same name (another
     # grid) may re-register the name meanwhile
@@ -537,8 +146,11 @@ def run_sweep(
     started = time.monotonic()
     baseline = progress(cache, preset.name, started, 0, ids).steps_done
     errors: list[str] = []
-    pool = WorkerPool()
-    spent = (0.0, 0.0)  # (training, diagnostics) seconds of the local workers
+    executor = backend if backend is not None else LocalExecutor(workers, poll_seconds)
+    job = ShardJob(
+        preset.name, device, preset.train.checkpoint_every, compile_step=preset.train.compile
+    )
+    spent = (0.0, 0.0)  # (training, diagnostics) seconds the workers measured
     shards: list[list[str]] = []  # the current round's, read by tick()
     rounds = 0
 
@@ -563,35 +175,16 @@ def run_sweep(
                 time.sleep(poll_seconds)
                 continue
             rounds += 1
-            if backend is not None:
-                shards = make_shards(free, pieces=backend.pieces)
-                errors += _backend_round(cache, preset, shards, device, backend, tick)
-                if errors or not (_made_progress(cache, free) or _held_elsewhere(cache, free)):
-                    break
-                continue
-            shards = make_shards(free, pieces=workers)
-            pool = start_workers(
-                cache.root,
-                shards,
-                workers,
-                device,
-                preset.train.checkpoint_every,
-                compile_step=preset.train.compile,
-            )
-            while pool.alive():
-                tick()
-                time.sleep(poll_seconds)
-            errors += pool.failures()
-            cost = pool.costs(cache.root)
+            shards = make_shards(free, pieces=executor.pieces)
+            errors += executor.run(cache, shards, job, tick)
+            cost = executor.cost_seconds()
             spent = (spent[0] + cost[0], spent[1] + cost[1])
             if errors:
                 break
             if not _made_progress(cache, free) and not _held_elsewhere(cache, free):
                 break  # a stuck run; runs that another live process claimed first are awaited
     except KeyboardInterrupt:
-        pool.stop()
-        if backend is not None:
-            backend.stop()
+        executor.stop()
         raise
     finally:
         unregister_driver(record)
@@ -600,23 +193,6 @@ def run_sweep(
     if on_progress:
         on_progress(final)
     return final, errors
-
-
-def _backend_round(
-    cache: Cache,
-    preset: Preset,
-    shards: list[list[str]],
-    device: str,
-    backend: Executor,
-    tick: Callable[[], None],
-) -> list[str]:
-    """Hand one round's shards to a distributed backend; returns its failures."""
-    from gamma_tui.backends import ShardJob
-
-    job = ShardJob(
-        preset.name, device, preset.train.checkpoint_every, compile_step=preset.train.compile
-    )
-    return backend.run(cache, shards, job, tick)
 
 
 def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:

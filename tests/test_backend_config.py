@@ -10,6 +10,7 @@ from support import ROOT, tiny_preset_text
 from typer.testing import CliRunner
 
 from gamma_tui.backends import (
+    LocalExecutor,
     RayExecutor,
     SlurmExecutor,
     executor_for,
@@ -143,7 +144,8 @@ def test_executor_follows_the_resolved_settings(
     assert isinstance(bare, SlurmExecutor) and bare.jobs_root == tmp_path / "runs" / "jobs"
     ray = executor_for(BackendConfig(kind="ray", workers=2, ray_address="auto"), tmp_path)
     assert isinstance(ray, RayExecutor) and (ray.address, ray.pieces) == ("auto", 2)
-    assert executor_for(resolve_backend(table, kind="local"), tmp_path) is None
+    local = executor_for(resolve_backend(table, kind="local", workers=2), tmp_path)
+    assert isinstance(local, LocalExecutor) and local.pieces == 2
 
 
 def invoke(*args: str) -> Any:

@@ -12,6 +12,7 @@ from support import tiny_preset_text
 from gamma_tui.backends import (
     LocalExecutor,
     RayExecutor,
+    ShardJob,
     SlurmExecutor,
     prepare_job_cache,
     remote_lease,
@@ -167,15 +168,30 @@ def test_shard_folder_name_is_stable() -> None:
 
 @pytest.fixture(scope="module")
 def local_reference(tmp_path_factory: pytest.TempPathFactory) -> Cache:
-    """The tiny sweep trained by local worker processes (today's default path)."""
+    """The tiny sweep trained by local worker processes (the default LocalExecutor)."""
     return train(tmp_path_factory.mktemp("local") / "runs", preset_of())
 
 
-@pytest.mark.slow
-def test_local_executor_equals_default_local_path(tmp_path: Path, local_reference: Cache) -> None:
-    """LocalExecutor (the interface around start_workers) gives the default path's curves."""
-    with train(tmp_path / "runs", preset_of(), LocalExecutor(workers=1)) as store:
-        assert_same_results(store, local_reference)
+def test_local_training_is_the_default_executor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a backend, run_sweep hands every round to a LocalExecutor of its `workers`."""
+    rounds: list[tuple[int, float, list[list[str]], ShardJob]] = []
+    original = LocalExecutor.run
+
+    def recording(self, cache, shards, job, tick):  # type: ignore[no-untyped-def]
+        rounds.append((self.workers, self.poll_seconds, shards, job))
+        return original(self, cache, shards, job, tick)
+
+    monkeypatch.setattr(LocalExecutor, "run", recording)
+    preset = preset_of(8)
+    with Cache(tmp_path / "runs") as store:
+        final, errors = run_sweep(store, preset, TEXT, None, 2, "cpu", poll_seconds=0.1)
+        assert errors == [] and final.finished == final.total == 18
+        assert all(r.status in ("done", "diverged") for r in store.runs())
+    ((workers, poll, shards, job),) = rounds
+    assert (workers, poll, len(shards)) == (2, 0.1, 2)  # one shard group in two parts
+    assert job == ShardJob(preset.name, "cpu", preset.train.checkpoint_every)
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ def test_shard_over_memory_budget_trains_in_pieces(tmp_path, monkeypatch) -> Non
 
 
 def test_each_gpu_worker_sees_one_device(monkeypatch) -> None:
-    from gamma_tui.runner import worker_environment
+    from gamma_tui.backends.local import worker_environment
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert [worker_environment("cuda", i, 2)["CUDA_VISIBLE_DEVICES"] for i in (0, 1)] == [
@@ -255,18 +255,18 @@ def test_families_satisfy_the_protocols(tmp_path) -> None:
 
 
 def test_worker_threads_follow_the_free_cpus(monkeypatch) -> None:
-    from gamma_tui import runner
+    from gamma_tui.backends import local
 
     cpus = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(runner, "busy_cpus", lambda seconds=0.25: cpus - 1)
-    monkeypatch.setenv(runner.THREADS_ENV, "auto")
-    assert runner.worker_threads(1) == 1
-    monkeypatch.setenv(runner.THREADS_ENV, "all")
-    assert runner.worker_threads(1) == cpus
-    monkeypatch.setenv(runner.THREADS_ENV, "3")
-    assert runner.worker_threads(2) == 3
-    monkeypatch.setattr(runner, "busy_cpus", lambda seconds=0.25: cpus + 5)
-    monkeypatch.setenv(runner.THREADS_ENV, "auto")
-    assert runner.worker_threads(2) == 1
+    monkeypatch.setattr(local, "busy_cpus", lambda seconds=0.25: cpus - 1)
+    monkeypatch.setenv(local.THREADS_ENV, "auto")
+    assert local.worker_threads(1) == 1
+    monkeypatch.setenv(local.THREADS_ENV, "all")
+    assert local.worker_threads(1) == cpus
+    monkeypatch.setenv(local.THREADS_ENV, "3")
+    assert local.worker_threads(2) == 3
+    monkeypatch.setattr(local, "busy_cpus", lambda seconds=0.25: cpus + 5)
+    monkeypatch.setenv(local.THREADS_ENV, "auto")
+    assert local.worker_threads(2) == 1
     monkeypatch.undo()
-    assert 0 <= runner.busy_cpus(0.05) <= cpus
+    assert 0 <= local.busy_cpus(0.05) <= cpus

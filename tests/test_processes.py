@@ -9,6 +9,9 @@ from pathlib import Path
 from support import SMOKE
 from test_cli import cli, runs_of
 
+from gamma_tui.processes import driver_log
+from gamma_tui.ui.launch import start_driver
+
 
 def wait_for(condition, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
@@ -45,3 +48,20 @@ def test_stop_without_running_sweep_says_so(tmp_path: Path) -> None:
     cli("run", str(SMOKE), "--set", "train.steps=20", cache=cache)
     done = cli("stop", "smoke", cache=cache, check=False)
     assert done.returncode == 1 and "no running process" in done.stderr
+
+
+def test_the_app_starts_the_same_driver_as_detach(tmp_path: Path) -> None:
+    """The launcher's driver logs to CACHE/logs/driver-SWEEP.log like `run --detach`, and its
+    failure shows its own output, not that of an earlier driver of the sweep."""
+    cache = tmp_path / "runs"
+    log = driver_log(cache, "smoke")
+    assert log == cache / "logs" / "driver-smoke.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("an earlier driver's last words\n")
+    driver = start_driver(cache, tmp_path / "missing.toml", "smoke")
+    assert driver.log == log
+    wait_for(lambda: not driver.alive())
+    failure = driver.failure()
+    assert failure is not None and "status 2" in failure and "missing.toml" in failure
+    assert "earlier driver" not in failure
+    assert log.read_text().startswith("an earlier driver's last words\n")  # appended

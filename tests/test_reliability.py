@@ -27,6 +27,7 @@ import torch
 from support import ROOT, SMOKE, tiny_preset_text
 
 from gamma_tui import runner
+from gamma_tui.backends import local
 from gamma_tui.cache import Cache, CacheError, Progress
 from gamma_tui.config import expand, parse_preset
 from gamma_tui.engine.parameterization import Architecture, init_weights
@@ -497,7 +498,7 @@ def test_same_name_other_grid_registered_meanwhile(tmp_path: Path, monkeypatch) 
 def test_runs_claimed_by_another_process_first_are_awaited(tmp_path: Path, monkeypatch) -> None:
     text = tiny_preset_text(train={"steps": 30})
     preset = parse_preset(text)
-    original = runner.start_workers
+    original = local.start_workers
     helpers: list[threading.Thread] = []
 
     def other_process_claims_first(cache_dir: Path, shards, *args, **kwargs):
@@ -517,7 +518,7 @@ def test_runs_claimed_by_another_process_first_are_awaited(tmp_path: Path, monke
         helpers[-1].start()
         return pool
 
-    monkeypatch.setattr(runner, "start_workers", other_process_claims_first)
+    monkeypatch.setattr(local, "start_workers", other_process_claims_first)
     with Cache(tmp_path / "runs") as store:
         final, errors = runner.run_sweep(store, preset, text, None, device="cpu", poll_seconds=0.1)
     for helper in helpers:

@@ -17,14 +17,9 @@ from gamma_tui.backends import ShardJob
 from gamma_tui.cache import Cache, Progress
 from gamma_tui.cli import progress as display
 from gamma_tui.config import parse_preset
-from gamma_tui.runner import (
-    ShardProgress,
-    SweepProgress,
-    make_shards,
-    progress,
-    register,
-    run_sweep,
-)
+from gamma_tui.planning import make_shards
+from gamma_tui.progress import ShardProgress, SweepProgress, progress
+from gamma_tui.runner import register, run_sweep
 from gamma_tui.schedule import reduce_losses
 
 TEXT = tiny_preset_text(train={"steps": 40, "checkpoint_every": 16})
@@ -152,6 +147,10 @@ class FakeExecutor:
                 commit(cache, run_id, 40, "done")
             tick()
         return []
+
+    def cost_seconds(self) -> tuple[float, float]:
+        """No engine workers, so nothing measured."""
+        return 0.0, 0.0
 
     def stop(self) -> None:
         """Nothing to stop."""

@@ -208,7 +208,7 @@ def _backend_words(settings: Any) -> list[str]:
 def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
     """The backend and the shards `run` would start, and the work they hold, on stdout."""
     from gamma_tui.backends import describe_backend
-    from gamma_tui.runner import plan
+    from gamma_tui.planning import plan
 
     found = plan(store, preset, settings.workers or 1)
     out.print(

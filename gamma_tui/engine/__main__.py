@@ -25,7 +25,7 @@ from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, resolve_devic
 
 COST_FILE = "logs/cost-{pid}.json"
 """Where in the cache a worker leaves the wall time it trained and the part the [diagnostics]
-took ({"total": s, "diagnostics": s}), for the `run` that started it (runner.WorkerPool)."""
+took ({"total": s, "diagnostics": s}), for the `run` that started it (backends.local.WorkerPool)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

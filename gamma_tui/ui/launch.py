@@ -1,9 +1,11 @@
 """Starting and stopping sweeps from the app: preset discovery, edited presets, driver processes.
 
-The app never trains: it spawns `python -m gamma_tui run PRESET --quiet --cache DIR` in its
-own session (process group), which registers the sweep and starts the engine workers. The
-driver and its workers share that group, so stopping is one SIGTERM to the group; workers
-checkpoint on SIGTERM and their runs resume on the next `run`.
+The app never trains: it starts the same detached driver as `gamma-tui run --detach`
+(processes.spawn_driver: `python -m gamma_tui run PRESET ... --quiet` in its own session,
+output in CACHE/logs/driver-SWEEP.log), which registers the sweep and starts the engine
+workers. The driver and its workers share that process group, so stopping is one SIGTERM to
+the group; workers checkpoint on SIGTERM and their runs resume on the next `run`. The work
+estimate is planning.plan, the one `run --dry-run` prints.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gamma_tui.cache import FINAL_STATES, Cache
-from gamma_tui.config import Preset, expand
-from gamma_tui.costs import flops_per_run
+from gamma_tui.cache import Cache
+from gamma_tui.config import Preset
+from gamma_tui.planning import plan
+from gamma_tui.processes import driver_log, log_tail, spawn_driver
 
 KNOBS: tuple[tuple[str, str], ...] = (
     ("name", "sweep name"),
@@ -57,6 +59,9 @@ class Driver:
     log: Path
     started: float
     stopping: bool = False
+    log_start: int = 0
+    """Where this driver's output begins in its log (earlier drivers of the sweep wrote
+    before it)."""
 
     def alive(self) -> bool:
         """Whether the driver still runs."""
@@ -74,10 +79,7 @@ class Driver:
         code = self.process.poll()
         if code in (None, 0, -signal.SIGTERM, 130):
             return None
-        tail = ""
-        if self.log.exists():
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-            tail = " | ".join(lines[-3:])
+        tail = " | ".join(log_tail(self.log, self.log_start))
         return (
             f"driver of {self.sweep} exited with status {code}: {tail or 'no output'} "
             f"(log: {self.log})"
@@ -177,66 +179,30 @@ def write_edited(cache_dir: Path, preset: Preset) -> Path:
 def start_driver(
     cache_dir: Path, preset_path: Path, sweep: str, sets: Iterable[str] = ()
 ) -> Driver:
-    """Spawn a detached headless `gamma-tui run` for the preset; its output goes to a log."""
-    logs = cache_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"driver-{sweep}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    """Start a detached headless `gamma-tui run` for the preset, as `run --detach` does."""
     # --yes: the launcher showed the estimate and asked about huge sweeps itself.
-    command = [
-        sys.executable,
-        "-m",
-        "gamma_tui",
-        "run",
-        str(preset_path),
-        "--quiet",
-        "--yes",
-        "--cache",
-        str(cache_dir),
-    ]
+    arguments = [str(preset_path), "--yes", "--cache", str(cache_dir)]
     for item in sets:
-        command += ["--set", item]
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Driver(sweep, process, log, time.time())
+        arguments += ["--set", item]
+    log = driver_log(cache_dir, sweep)
+    start = log.stat().st_size if log.exists() else 0
+    process = spawn_driver(arguments, cache_dir, sweep)
+    return Driver(sweep, process, log, time.time(), log_start=start)
 
 
 def estimate(cache_dir: Path, preset: Preset) -> str:
-    """Grid size, runs already cached and the work left, as one line of rich markup."""
-    specs = expand(preset)
+    """Grid size, runs already cached and the work left (planning.plan), as rich markup."""
     gammas, etas = len(preset.gamma.values()), len(preset.eta.values())
     with Cache(cache_dir) as cache:
-        wanted = {s.run_id for s in specs}
-        cached = [r for r in cache.runs(run_ids=list(wanted))]
-    finished = sum(
-        1
-        for r in cached
-        if r.status in FINAL_STATES
-        and (r.steps_done >= preset.train.steps or r.status == "diverged")
-    )
-    skipped = sum(1 for r in cached if r.status == "skipped")
-    partial = len(cached) - finished - skipped
-    steps_left = (
-        sum(
-            max(0, preset.train.steps - r.steps_done)
-            for r in cached
-            if r.status not in ("diverged", "skipped")
-        )
-        + (len(specs) - len(cached)) * preset.train.steps
-    )
-    shards = len({s.shard_key for s in specs})
-    flops = flops_per_run(preset) / preset.train.steps * steps_left
+        found = plan(cache, preset)
+    finished = found.finished - found.skipped
+    partial = found.cached - found.finished
     return (
-        f"[b]{len(specs)}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
+        f"[b]{found.total}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
         f"cached: [b]{finished}[/] finished, {partial} partial"
-        + (f", {skipped} cut off" if skipped else "")
-        + f" · to train: ≤{_si(steps_left)} run-steps in {shards} ensemble shard(s), "
-        f"≈{_si(flops)}FLOP"
+        + (f", {found.skipped} cut off" if found.skipped else "")
+        + f" · to train: ≤{_si(found.steps_left)} run-steps in {found.ensembles} ensemble "
+        f"shard(s), ≈{_si(found.flops)}FLOP"
     )
 
 
