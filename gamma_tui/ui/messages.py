@@ -9,7 +9,9 @@ from __future__ import annotations
 from textual.message import Message
 
 from gamma_tui.cache import RunInfo
-from gamma_tui.ui.data import Catalog, CollapseResult, Frame, SweepSnapshot
+from gamma_tui.ui.collapse_data import CollapseResult
+from gamma_tui.ui.data import Catalog, SweepSnapshot
+from gamma_tui.ui.frames import Frame
 
 
 class CatalogUpdated(Message):

@@ -26,7 +26,7 @@ from gamma_tui.ui.canvas import (
     short_number,
     viridis,
 )
-from gamma_tui.ui.data import STATE_CODES, HeatLayout
+from gamma_tui.ui.frames import STATE_CODES, HeatLayout
 
 GUTTER = 6
 """Columns left of a plot for the y tick labels."""

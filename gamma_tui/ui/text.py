@@ -16,8 +16,9 @@ from gamma_tui.analysis import PowerFit, RegimeFits
 from gamma_tui.cache import FINAL_STATES
 from gamma_tui.runner import SweepProgress
 from gamma_tui.ui.canvas import RGB, diverging, short_number, viridis
-from gamma_tui.ui.data import Frame, SweepSnapshot
+from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.edge import CellMeasures, cell_measures
+from gamma_tui.ui.frames import Frame
 from gamma_tui.ui.plots import (
     DIVERGED_BG,
     DIVERGED_FG,

@@ -20,8 +20,9 @@ from textual.worker import get_current_worker
 
 from gamma_tui.config import lazy_exponent
 from gamma_tui.ui.canvas import ramp, short_number
-from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
+from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.edge import LOG10_EDGE, cell_trace, edge_grid, edge_range, has_sharpness
+from gamma_tui.ui.frames import Frame, compute_frame
 from gamma_tui.ui.messages import FrameReady
 from gamma_tui.ui.plots import EDGE_COLOR, HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
 from gamma_tui.ui.text import (
