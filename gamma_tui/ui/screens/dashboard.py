@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
@@ -23,8 +22,9 @@ from gamma_tui.ui.canvas import ramp, short_number
 from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.edge import LOG10_EDGE, cell_trace, edge_grid, edge_range, has_sharpness
 from gamma_tui.ui.frames import Frame, compute_frame
-from gamma_tui.ui.messages import FrameReady
+from gamma_tui.ui.messages import ExportSweep, FocusStep, FrameReady, StopSweep
 from gamma_tui.ui.plots import EDGE_COLOR, HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.text import (
     details_text,
     edge_legend,
@@ -35,9 +35,6 @@ from gamma_tui.ui.text import (
     step_label,
 )
 from gamma_tui.ui.widgets import CurvePlot, HeatmapView, show_text
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
 
 PREFETCH_DELAY_SECONDS = 0.04
 """Prefetching neighbouring frames starts after this pause in the keys."""
@@ -70,8 +67,10 @@ class DashboardScreen(Screen[None]):
         Binding("x", "stop", "stop sweep"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="dashboard")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.snapshot: SweepSnapshot | None = None
         """The sweep on display."""
         self.frame: Frame | None = None
@@ -94,11 +93,6 @@ class DashboardScreen(Screen[None]):
         self._cursor_moved = False
         self._prefetch_timer: Timer | None = None
         self._composed = False
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -126,7 +120,7 @@ class DashboardScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         """Catch up with data that arrived while another screen was shown."""
-        snapshot = self.gamma_app.snapshot
+        snapshot = self.state.snapshot
         if snapshot is not None and snapshot is not self.snapshot:
             self.apply_snapshot(snapshot)
         elif snapshot is None:
@@ -150,8 +144,8 @@ class DashboardScreen(Screen[None]):
             return
         self.query_one("#heat-panel").border_title = "phase portrait"
         message = "no sweep yet: start one from the launcher (1) or open one in the run browser (4)"
-        if self.gamma_app.current_sweep:
-            message = f"loading {self.gamma_app.current_sweep}…"
+        if self.state.current_sweep:
+            message = f"loading {self.state.current_sweep}…"
         show_text(self.query_one("#details", Static), Text(message))
 
     # ---- data in -------------------------------------------------------------------------
@@ -246,7 +240,7 @@ class DashboardScreen(Screen[None]):
         else:
             self.redraw(slider_only=True)
             self._compute_frame(self.snapshot, step)
-        self.gamma_app.focus_sweep(self.snapshot.name, step)
+        self.post_message(FocusStep(self.snapshot.name, step))
 
     @work(thread=True, exclusive=True, group="frame")
     def _compute_frame(self, snapshot: SweepSnapshot, step: float | None) -> None:
@@ -525,12 +519,12 @@ class DashboardScreen(Screen[None]):
     def action_export(self) -> None:
         """Export the sweep to CSV (same code path as `gamma-tui export`)."""
         if self.snapshot is not None:
-            self.gamma_app.export_sweep(self.snapshot.name)
+            self.post_message(ExportSweep(self.snapshot.name))
 
     def action_stop(self) -> None:
         """Stop the workers this app started for the sweep."""
         if self.snapshot is not None:
-            self.gamma_app.stop_sweep(self.snapshot.name)
+            self.post_message(StopSweep(self.snapshot.name))
 
 
 def _set_border(widget: Widget, title: str | None = None, subtitle: str | None = None) -> None:
