@@ -21,6 +21,7 @@ from textual.screen import Screen
 
 from gamma_tui.cache import Cache, CacheError
 from gamma_tui.config import Preset
+from gamma_tui.states import RUNNING
 from gamma_tui.ui.canvas import RGB
 from gamma_tui.ui.compare_view import SWEEP_COLORS
 from gamma_tui.ui.data import Catalog, SweepSnapshot
@@ -245,7 +246,7 @@ class GammaApp(App[None]):
         if self.current_sweep is None and name is not None:
             self.focus_sweep(name)
             info = message.catalog.find(name)
-            if first and info is not None and info.counts.get("running") and not self._navigated:
+            if first and info is not None and info.counts.get(RUNNING) and not self._navigated:
                 self.notify(f"{name} is training: showing it live", title="running sweep")
                 self.action_show("dashboard")
         browser = self._screens.get("browser")

@@ -23,6 +23,7 @@ from typing import Any
 
 from gamma_tui.cache import FINAL_STATES, Cache
 from gamma_tui.config import Preset, expand
+from gamma_tui.states import DIVERGED, SKIPPED
 
 KNOBS: tuple[tuple[str, str], ...] = (
     ("name", "sweep name"),
@@ -215,16 +216,15 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
     finished = sum(
         1
         for r in cached
-        if r.status in FINAL_STATES
-        and (r.steps_done >= preset.train.steps or r.status == "diverged")
+        if r.status in FINAL_STATES and (r.steps_done >= preset.train.steps or r.status == DIVERGED)
     )
-    skipped = sum(1 for r in cached if r.status == "skipped")
+    skipped = sum(1 for r in cached if r.status == SKIPPED)
     partial = len(cached) - finished - skipped
     steps_left = (
         sum(
             max(0, preset.train.steps - r.steps_done)
             for r in cached
-            if r.status not in ("diverged", "skipped")
+            if r.status not in (DIVERGED, SKIPPED)
         )
         + (len(specs) - len(cached)) * preset.train.steps
     )

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from gamma_tui.cache import Cache, CacheError, RunInfo, SweepInfo
 from gamma_tui.config import sweep_depth_label
-from gamma_tui.states import RUNNING
+from gamma_tui.states import DIVERGED, DONE, FAILED, QUEUED, RUNNING
 from gamma_tui.ui.canvas import short_number
 from gamma_tui.ui.compare_view import color_style
 from gamma_tui.ui.data import Catalog
@@ -35,11 +35,11 @@ def sweep_row(sweep: SweepInfo) -> dict[str, str]:
         "sweep": sweep.name,
         "state": sweep_state(counts),
         "runs": str(sweep.total),
-        "done": str(counts.get("done", 0)),
-        "div": str(counts.get("diverged", 0)),
-        "run": str(counts.get("running", 0)),
-        "queued": str(counts.get("queued", 0)),
-        "fail": str(counts.get("failed", 0)),
+        "done": str(counts.get(DONE, 0)),
+        "div": str(counts.get(DIVERGED, 0)),
+        "run": str(counts.get(RUNNING, 0)),
+        "queued": str(counts.get(QUEUED, 0)),
+        "fail": str(counts.get(FAILED, 0)),
         "model": f"{network.get('kind', '?')} N{network.get('width', '?')} "
         f"L{sweep_depth_label(config)}",
         "dataset": str(data.get("kind", "?")),

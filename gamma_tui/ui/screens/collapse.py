@@ -16,10 +16,10 @@ from textual.widgets import Footer, Static
 from gamma_tui.analysis import TIME_VARIABLES, CollapseFit
 from gamma_tui.ui.canvas import ramp, series_range, short_number
 from gamma_tui.ui.collapse_data import CollapseResult, collapse
+from gamma_tui.ui.curves import PlotModel, Series
 from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.frames import compute_frame
 from gamma_tui.ui.messages import CollapseReady
-from gamma_tui.ui.plots import PlotModel, Series
 from gamma_tui.ui.state import UiState
 from gamma_tui.ui.text import TIME_LABELS, family_legend
 from gamma_tui.ui.widgets import CurvePlot, show_text
