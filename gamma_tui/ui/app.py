@@ -1,9 +1,11 @@
 """The app: a router over five screens, the cache watcher, and the sweeps it started.
 
 Data flows one way: the watcher thread reads the cache and posts catalogs and snapshots; the
-handlers here keep the latest of each and hand them to the screens, which only draw. Training
-runs in detached driver processes (see launch.py), so closing the app never loses a sweep and
-reopening it shows running sweeps live.
+handlers here keep the latest of each in the UiState every screen reads and hand them to the
+screens, which only draw. What a user asks for on a screen (open, mark, export, delete, stop,
+start a sweep) comes up to the app as a message (ui/messages.py), so no screen imports the
+app. Training runs in detached driver processes (see launch.py), so closing the app never
+loses a sweep and reopening it shows running sweeps live.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from textual.screen import Screen
 from gamma_tui.cache import Cache, CacheError
 from gamma_tui.config import Preset
 from gamma_tui.states import RUNNING
-from gamma_tui.ui.canvas import RGB
 from gamma_tui.ui.compare_view import SWEEP_COLORS
-from gamma_tui.ui.data import Catalog, SweepSnapshot
+from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.launch import Driver, start_driver, write_edited
 from gamma_tui.ui.messages import (
     CacheEvent,
@@ -104,11 +105,6 @@ class GammaApp(App[None]):
         return self.state.initial_preset
 
     @property
-    def catalog(self) -> Catalog | None:
-        """Every sweep in the cache (latest catalog)."""
-        return self.state.catalog
-
-    @property
     def snapshot(self) -> SweepSnapshot | None:
         """The latest snapshot of the current sweep."""
         return self.state.snapshot
@@ -117,11 +113,6 @@ class GammaApp(App[None]):
     def current_sweep(self) -> str | None:
         """The sweep the dashboard and collapse view show."""
         return self.state.current_sweep
-
-    @property
-    def marked(self) -> dict[str, RGB]:
-        """Sweeps marked for the compare screen, in marking order, with their colours."""
-        return self.state.marked
 
     # ---- startup, screens, shutdown ------------------------------------------------------
 
