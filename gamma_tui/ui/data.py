@@ -22,8 +22,8 @@ import numpy as np
 from gamma_tui.analysis import RunCurve, plateau_time
 from gamma_tui.cache import FINAL_STATES, Cache, Diagnostics, Evals, RunInfo, SweepInfo
 from gamma_tui.config import predicted_eta_exponent
+from gamma_tui.progress import SweepProgress, progress
 from gamma_tui.results import load_run_curves
-from gamma_tui.runner import SweepProgress, progress
 from gamma_tui.sharpness import sweep_step_size
 from gamma_tui.states import DIVERGED, RUNNING
 from gamma_tui.ui.frames import (

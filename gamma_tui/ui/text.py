@@ -14,7 +14,7 @@ from rich.text import Text
 
 from gamma_tui.analysis import PowerFit, RegimeFits
 from gamma_tui.cache import FINAL_STATES
-from gamma_tui.runner import SweepProgress
+from gamma_tui.progress import SweepProgress
 from gamma_tui.states import DIVERGED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, SKIPPED
 from gamma_tui.ui.canvas import RGB, diverging, short_number, viridis
 from gamma_tui.ui.data import SweepSnapshot
