@@ -131,7 +131,7 @@ def test_budget_edge_and_collapse_accept_irregular_eta() -> None:
 
 
 def test_heatmap_rows_put_refined_cells_at_their_true_eta() -> None:
-    from gamma_tui.ui.data import heat_layout
+    from gamma_tui.ui.frames import heat_layout
 
     runs = [flat(1.0, 10.0**x, 0, 1.0) for x in (-2.0, -1.0, 0.0)]
     runs += [flat(1.0, 10.0**x, 0, 1.0) for x in (-1.25, -1.125, -0.875)]  # refined around -1

@@ -28,6 +28,7 @@ from gamma_tui.ui.demo import (
     write_fake_sweep,
     write_power_law_sweep,
 )
+from gamma_tui.ui.messages import FocusStep
 from gamma_tui.ui.screens.browser import BrowserScreen
 from gamma_tui.ui.screens.collapse import CollapseScreen
 from gamma_tui.ui.screens.dashboard import DashboardScreen
@@ -420,6 +421,43 @@ def test_ui_never_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_no_screen_imports_the_app() -> None:
+    """Screens post requests up as messages and read the UiState they are given."""
+    screens = ["browser", "collapse", "compare", "dashboard", "dialogs", "launcher"]
+    code = (
+        "import sys; "
+        + "; ".join(f"import gamma_tui.ui.screens.{name}" for name in screens)
+        + "; assert 'gamma_tui.ui.app' not in sys.modules, 'a screen imported the app'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    folder = Path(__file__).parents[1] / "gamma_tui" / "ui" / "screens"
+    for name in screens:  # deferred and TYPE_CHECKING imports too
+        assert "gamma_tui.ui.app" not in (folder / f"{name}.py").read_text(encoding="utf-8")
+
+
+async def test_screen_requests_reach_the_app(workspace: Path) -> None:
+    """Marking in the browser, unmarking on the compare screen, and a stale slider request."""
+    app = make_app("browser")
+    async with app.run_test(size=(120, 40)) as pilot:
+        browser = app.screen
+        assert isinstance(browser, BrowserScreen)
+        await until(pilot, lambda: browser.query_one("#runs", DataTable).row_count > 0)
+        sweep = browser.highlighted()
+        assert sweep is not None
+        await pilot.press("space")
+        await until(pilot, lambda: sweep in app.state.marked)
+        table = browser.query_one("#sweeps", DataTable)
+        await until(pilot, lambda: "1 marked" in str(table.border_subtitle))
+        await pilot.press("5", "c")
+        await until(pilot, lambda: not app.state.marked)
+        current = app.current_sweep
+        other = next(s.name for s in app.state.catalog.sweeps if s.name != current)
+        app.screen.post_message(FocusStep(other, 10.0))  # queued before the user moved on
+        await pilot.pause(0.2)
+        assert app.current_sweep == current
 
 
 def test_fake_sweeps_cover_every_state(tmp_path: Path) -> None:

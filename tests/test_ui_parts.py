@@ -13,17 +13,12 @@ from gamma_tui.analysis import EtaPoint, RunCurve, loss_grid
 from gamma_tui.cache import Cache
 from gamma_tui.config import load_preset, parse_preset
 from gamma_tui.ui.canvas import CharCanvas, decade_label, polyline, polyline_dots, short_number
-from gamma_tui.ui.data import (
-    SnapshotBuilder,
-    _BinnedCurve,
-    compute_frame,
-    heat_layout,
-    reduce_curve,
-    slider_steps,
-)
+from gamma_tui.ui.curves import PlotModel, Series, draw_curves
+from gamma_tui.ui.data import SnapshotBuilder, _BinnedCurve, reduce_curve
 from gamma_tui.ui.demo import fake_preset_text, mixed_states, write_fake_sweep
+from gamma_tui.ui.frames import compute_frame, heat_layout, slider_steps
 from gamma_tui.ui.launch import dump_preset, find_presets, knob_value, overrides
-from gamma_tui.ui.plots import GLYPHS, HeatmapModel, PlotModel, Series, draw_curves, draw_heatmap
+from gamma_tui.ui.plots import GLYPHS, HeatmapModel, draw_heatmap
 
 
 def test_polyline_is_connected_and_clipped() -> None:

@@ -213,7 +213,7 @@ def test_cell_details_show_ensemble_and_sharpness(sharp) -> None:  # type: ignor
 
 
 def test_edge_line_is_labelled_on_the_curve_axis() -> None:
-    from gamma_tui.ui.plots import PlotModel, Series, draw_curves
+    from gamma_tui.ui.curves import PlotModel, Series, draw_curves
 
     x = np.linspace(0, 3, 20)
     edge = Series(np.array([0.0, 3.0]), np.full(2, LOG10_EDGE), (255, 90, 90), dashed=True)

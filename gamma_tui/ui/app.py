@@ -1,9 +1,11 @@
 """The app: a router over five screens, the cache watcher, and the sweeps it started.
 
 Data flows one way: the watcher thread reads the cache and posts catalogs and snapshots; the
-handlers here keep the latest of each and hand them to the screens, which only draw. Training
-runs in detached driver processes (see launch.py), so closing the app never loses a sweep and
-reopening it shows running sweeps live.
+handlers here keep the latest of each in the UiState every screen reads and hand them to the
+screens, which only draw. What a user asks for on a screen (open, mark, export, delete, stop,
+start a sweep) comes up to the app as a message (ui/messages.py), so no screen imports the
+app. Training runs in detached driver processes (see launch.py), so closing the app never
+loses a sweep and reopening it shows running sweeps live.
 """
 
 from __future__ import annotations
@@ -21,17 +23,31 @@ from textual.screen import Screen
 
 from gamma_tui.cache import Cache, CacheError
 from gamma_tui.config import Preset
-from gamma_tui.ui.canvas import RGB
+from gamma_tui.states import RUNNING
 from gamma_tui.ui.compare_view import SWEEP_COLORS
-from gamma_tui.ui.data import Catalog, SweepSnapshot
-from gamma_tui.ui.launch import Driver, find_presets, start_driver, write_edited
-from gamma_tui.ui.messages import CacheEvent, CatalogUpdated, SnapshotUpdated, SweepGone
+from gamma_tui.ui.data import SweepSnapshot
+from gamma_tui.ui.launch import Driver, start_driver, write_edited
+from gamma_tui.ui.messages import (
+    CacheEvent,
+    CatalogUpdated,
+    ClearMarks,
+    DeleteSweep,
+    ExportSweep,
+    FocusStep,
+    OpenSweep,
+    SnapshotUpdated,
+    StartSweep,
+    StopSweep,
+    SweepGone,
+    ToggleMark,
+)
 from gamma_tui.ui.screens.browser import BrowserScreen
 from gamma_tui.ui.screens.collapse import CollapseScreen
 from gamma_tui.ui.screens.compare import CompareScreen
 from gamma_tui.ui.screens.dashboard import DashboardScreen
 from gamma_tui.ui.screens.dialogs import HelpScreen, QuitScreen
 from gamma_tui.ui.screens.launcher import LauncherScreen
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.watcher import CacheWatcher
 
 SCREENS = ("launcher", "dashboard", "collapse", "browser", "compare")
@@ -66,28 +82,37 @@ class GammaApp(App[None]):
         start_screen: str | None = None,
     ) -> None:
         super().__init__()
-        self.cache_dir = Path(cache_dir)
-        """The run cache this app reads."""
-        self.initial_preset = preset
-        """The preset the launcher selects first."""
-        self.preset_dirs = _preset_dirs(self.cache_dir, preset, preset_dirs)
-        """Where the launcher looks for presets."""
+        cache_dir = Path(cache_dir)
+        self.state = UiState(cache_dir, preset, _preset_dirs(cache_dir, preset, preset_dirs))
+        """What the screens read (this app is its only writer)."""
         self.start_screen = start_screen
         """Screen to open first (None: the launcher, or a running sweep's dashboard)."""
-        self.catalog: Catalog | None = None
-        """Every sweep in the cache (latest catalog)."""
-        self.snapshot: SweepSnapshot | None = None
-        """The latest snapshot of the current sweep."""
-        self.current_sweep: str | None = None
-        """The sweep the dashboard and collapse view show."""
         self.drivers: dict[str, Driver] = {}
         """Driver processes this app started, by sweep."""
-        self.watcher = CacheWatcher(self, self.cache_dir, poll_seconds)
+        self.watcher = CacheWatcher(self, cache_dir, poll_seconds)
         """The background thread that reads the cache."""
-        self.marked: dict[str, RGB] = {}
-        """Sweeps marked for the compare screen, in marking order, with their colours."""
         self._navigated = start_screen is not None
         self._screens: dict[str, Screen[None]] = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        """The run cache this app reads."""
+        return self.state.cache_dir
+
+    @property
+    def initial_preset(self) -> Path | None:
+        """The preset the launcher selects first."""
+        return self.state.initial_preset
+
+    @property
+    def snapshot(self) -> SweepSnapshot | None:
+        """The latest snapshot of the current sweep."""
+        return self.state.snapshot
+
+    @property
+    def current_sweep(self) -> str | None:
+        """The sweep the dashboard and collapse view show."""
+        return self.state.current_sweep
 
     # ---- startup, screens, shutdown ------------------------------------------------------
 
@@ -95,11 +120,11 @@ class GammaApp(App[None]):
         """Set up once the widgets exist."""
         self.watcher.start()  # reads the cache while the screens are built and painted
         self._screens = {
-            "launcher": LauncherScreen(),
-            "dashboard": DashboardScreen(),
-            "collapse": CollapseScreen(),
-            "browser": BrowserScreen(),
-            "compare": CompareScreen(),
+            "launcher": LauncherScreen(self.state),
+            "dashboard": DashboardScreen(self.state),
+            "collapse": CollapseScreen(self.state),
+            "browser": BrowserScreen(self.state),
+            "compare": CompareScreen(self.state),
         }
         for name, screen in self._screens.items():
             self.install_screen(screen, name)
@@ -180,9 +205,9 @@ class GammaApp(App[None]):
 
     def focus_sweep(self, name: str | None, step: float | None = None) -> None:
         """Make `name` the current sweep (the watcher snapshots it, at `step`)."""
-        if name != self.current_sweep:
-            self.current_sweep = name
-            self.snapshot = None
+        if name != self.state.current_sweep:
+            self.state.current_sweep = name
+            self.state.snapshot = None
         self.watcher.focus(name, step)
 
     def toggle_mark(self, name: str) -> bool:
@@ -190,12 +215,13 @@ class GammaApp(App[None]):
 
         A sweep gets the first colour no other marked sweep has, and keeps it while marked.
         """
-        if name in self.marked:
-            del self.marked[name]
+        marked = self.state.marked
+        if name in marked:
+            del marked[name]
             return False
-        taken = set(self.marked.values())
+        taken = set(marked.values())
         free = [c for c in SWEEP_COLORS if c not in taken]
-        self.marked[name] = free[0] if free else SWEEP_COLORS[len(self.marked) % len(SWEEP_COLORS)]
+        marked[name] = free[0] if free else SWEEP_COLORS[len(marked) % len(SWEEP_COLORS)]
         return True
 
     def open_sweep(self, name: str) -> None:
@@ -205,13 +231,13 @@ class GammaApp(App[None]):
 
     def on_catalog_updated(self, message: CatalogUpdated) -> None:
         """Keep the newest catalog; pick a sweep to show if none is chosen yet."""
-        first = self.catalog is None
-        self.catalog = message.catalog
+        first = self.state.catalog is None
+        self.state.catalog = message.catalog
         name = message.catalog.default_sweep()
         if self.current_sweep is None and name is not None:
             self.focus_sweep(name)
             info = message.catalog.find(name)
-            if first and info is not None and info.counts.get("running") and not self._navigated:
+            if first and info is not None and info.counts.get(RUNNING) and not self._navigated:
                 self.notify(f"{name} is training: showing it live", title="running sweep")
                 self.action_show("dashboard")
         browser = self._screens.get("browser")
@@ -222,7 +248,7 @@ class GammaApp(App[None]):
         """Keep the newest snapshot of the current sweep and hand it to its screens."""
         if message.snapshot.name != self.current_sweep:
             return
-        self.snapshot = message.snapshot
+        self.state.snapshot = message.snapshot
         dashboard = self._screens["dashboard"]
         assert isinstance(dashboard, DashboardScreen)
         dashboard.apply_snapshot(message.snapshot)
@@ -242,19 +268,59 @@ class GammaApp(App[None]):
     def on_sweep_gone(self, message: SweepGone) -> None:
         """Forget a sweep that left the cache."""
         if message.name == self.current_sweep:
-            self.current_sweep = self.snapshot = None
+            self.state.current_sweep = self.state.snapshot = None
             dashboard = self._screens["dashboard"]
             assert isinstance(dashboard, DashboardScreen)
             dashboard.clear()
             self.notify(f"sweep {message.name} is no longer in the cache", severity="warning")
-            name = self.catalog.default_sweep() if self.catalog else None
+            name = self.state.catalog.default_sweep() if self.state.catalog else None
             self.focus_sweep(name if name != message.name else None)
 
-    # ---- sweeps: start, stop, delete, export ---------------------------------------------
+    # ---- requests from the screens ---------------------------------------------------------
 
-    def preset_files(self) -> list[tuple[Path, str]]:
-        """The preset files the launcher lists, with their labels."""
-        return find_presets(self.preset_dirs, self.cache_dir / "presets")
+    def on_open_sweep(self, message: OpenSweep) -> None:
+        """A screen opens a sweep in the dashboard."""
+        self.open_sweep(message.name)
+
+    def on_focus_step(self, message: FocusStep) -> None:
+        """The dashboard's slider moved: snapshot the sweep on display at its step.
+
+        A request for a sweep that is no longer the current one (the user opened another
+        while it was queued) is stale and dropped."""
+        if message.name == self.state.current_sweep:
+            self.focus_sweep(message.name, message.step)
+
+    def on_toggle_mark(self, message: ToggleMark) -> None:
+        """The browser marks or unmarks a sweep; it redraws with the new marks."""
+        self.toggle_mark(message.name)
+        browser = self._screens.get("browser")
+        if isinstance(browser, BrowserScreen):
+            browser.apply_catalog(self.state.catalog)
+
+    def on_clear_marks(self, message: ClearMarks) -> None:
+        """The compare screen unmarks every sweep; it reads the (empty) marks again."""
+        self.state.marked.clear()
+        compare = self._screens.get("compare")
+        if isinstance(compare, CompareScreen):
+            compare.marks_changed()
+
+    def on_export_sweep(self, message: ExportSweep) -> None:
+        """A screen exports a sweep to CSV."""
+        self.export_sweep(message.name)
+
+    def on_delete_sweep(self, message: DeleteSweep) -> None:
+        """The browser deletes a sweep (confirmed)."""
+        self.delete_sweep(message.name)
+
+    def on_stop_sweep(self, message: StopSweep) -> None:
+        """The dashboard stops a sweep's workers."""
+        self.stop_sweep(message.name)
+
+    def on_start_sweep(self, message: StartSweep) -> None:
+        """The launcher starts a sweep."""
+        self.start_sweep(message.path, message.preset, message.edited)
+
+    # ---- sweeps: start, stop, delete, export ---------------------------------------------
 
     def start_sweep(self, path: Path, preset: Preset, edited: bool) -> None:
         """Start a detached driver for the preset (edited knobs go to CACHE/presets/)."""

@@ -18,6 +18,9 @@ from rich.style import Style
 
 RGB = tuple[int, int, int]
 
+GUTTER = 6
+"""Columns left of a plot (heatmap or curves) for the y tick labels."""
+
 # Dot bit of each (row, column) inside a braille character (U+2800 + bits).
 _BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int32)
 _BRAILLE = np.array([" "] + [chr(0x2800 + code) for code in range(1, 256)], dtype="<U1")

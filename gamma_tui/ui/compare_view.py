@@ -20,7 +20,7 @@ from gamma_tui.cache import Cache, CacheError
 from gamma_tui.compare import REGIMES, compare_summary
 from gamma_tui.report import analyze
 from gamma_tui.ui.canvas import RGB, CharCanvas, blend, decade_label
-from gamma_tui.ui.plots import PlotModel, Series, draw_curves
+from gamma_tui.ui.curves import PlotModel, Series, draw_curves
 
 SWEEP_COLORS: tuple[RGB, ...] = (
     (86, 180, 233),

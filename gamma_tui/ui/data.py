@@ -15,38 +15,28 @@ import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from gamma_tui.analysis import (
-    CollapseFit,
-    EtaPoint,
-    LossGrid,
-    RegimeFits,
-    RunCurve,
-    collapse_spread,
-    eta_div,
-    eta_star,
-    fit_collapse_k,
-    fit_regimes,
-    loss_grid,
-    plateau_time,
-    rescale_time,
-)
+from gamma_tui.analysis import RunCurve, plateau_time
 from gamma_tui.cache import FINAL_STATES, Cache, Diagnostics, Evals, RunInfo, SweepInfo
-from gamma_tui.config import predicted_eta_exponent, sweep_depth_label, sweep_optimizer
-from gamma_tui.report import DEFAULT_WINDOW
+from gamma_tui.config import predicted_eta_exponent
+from gamma_tui.progress import SweepProgress, progress
 from gamma_tui.results import load_run_curves
-from gamma_tui.runner import SweepProgress, progress
 from gamma_tui.sharpness import sweep_step_size
+from gamma_tui.states import DIVERGED, RUNNING
+from gamma_tui.ui.frames import (
+    FitSettings,
+    Frame,
+    HeatLayout,
+    compute_frame,
+    heat_layout,
+    slider_steps,
+)
 
 PLOT_POINTS = 240
 """Bins of the common log10-time grid that plotted curves are reduced to (2 dots x 120 cells)."""
-
-SLIDER_PER_DECADE = 4
-"""Step-slider positions per decade of steps."""
 
 RATE_WINDOW_SECONDS = 30.0
 """Steps/s is measured over this trailing window of snapshots."""
@@ -57,23 +47,6 @@ PLATEAU_REFRESH_SECONDS = 5.0
 SMOOTH_DECADES = 0.03
 """Plotted curves can be smoothed by a running mean over ±this many decades of t (display only:
 online SGD losses jump by factors between steps)."""
-
-MAX_HEAT_ROWS = 200
-"""The η axis is binned into at most this many rows."""
-
-DEFAULT_K = 1.0
-"""k shown in t·η·γ^-k before a fit exists (until the user sets one)."""
-
-STATE_CODES = {
-    "missing": 0,
-    "queued": 1,
-    "running": 2,
-    "done": 3,
-    "diverged": 4,
-    "failed": 5,
-    "skipped": 6,
-}
-"""Small integers for cell states, used by the heatmap renderer."""
 
 
 @dataclass(frozen=True)
@@ -89,79 +62,9 @@ class Catalog:
 
     def default_sweep(self) -> str | None:
         """The sweep to show when none was chosen: the newest running one, else the newest."""
-        running = [s for s in self.sweeps if s.counts.get("running")]
+        running = [s for s in self.sweeps if s.counts.get(RUNNING)]
         chosen = (running or list(self.sweeps))[:1]
         return chosen[0].name if chosen else None
-
-
-FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
-
-
-@dataclass(frozen=True, eq=False)
-class HeatLayout:
-    """How the grid's η values map onto heatmap rows: η binned by log10, rows bottom-up.
-
-    A relative η grid (η = c·γ^p) gives every γ its own η values; binning by absolute log10 η
-    turns them into a band of cells across the (γ, η) plane.
-    """
-
-    gammas: np.ndarray  # (G,)
-    etas: np.ndarray  # (H,)
-    log10_eta_bottom: float  # log10 η at the centre of row 0
-    row_step: float  # decades per row
-    rows: int
-    row_of_eta: np.ndarray  # (H,) int
-    present: np.ndarray  # (G, H) bool: the cell has runs
-
-    def row_center(self, row: float) -> float:
-        """log10 η at (fractional) row position."""
-        return self.log10_eta_bottom + row * self.row_step
-
-    def row_at(self, log10_eta: FloatOrArray) -> FloatOrArray:
-        """Fractional row position of a log10 η (a number or an array of them)."""
-        return (log10_eta - self.log10_eta_bottom) / self.row_step
-
-    def cell_at(self, g: int, row: int) -> int:
-        """η index of the cell of column g at a row, or -1."""
-        hits = np.flatnonzero((self.row_of_eta == row) & self.present[g])
-        return int(hits[0]) if hits.size else -1
-
-    def rows_of(self, g: int) -> list[int]:
-        """Rows that hold a cell in column g, ascending."""
-        return sorted({int(self.row_of_eta[h]) for h in np.flatnonzero(self.present[g])})
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """How η*(γ) is chosen and fitted, read from the sweep's config like `gamma-tui fit` reads it
-    (report.analyze): the L of the γ^(2/L) law, the optimizer, the [analysis] window."""
-
-    depth: int = 2
-    optimizer: str = "sgd"
-    window: float = DEFAULT_WINDOW
-
-    @classmethod
-    def of(cls, config: dict[str, Any]) -> FitSettings:
-        """The settings of a sweep config (defaults where it says nothing)."""
-        depth = sweep_depth_label(config)
-        optimizer = sweep_optimizer(config)
-        window = float(config.get("analysis", {}).get("window", DEFAULT_WINDOW))
-        return cls(int(depth), optimizer, window)
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """The analysis of a sweep at one step t: loss grid, η*(γ) and η_div(γ)."""
-
-    sweep: str
-    version: int
-    step: float | None  # None: each run's latest record
-    grid: LossGrid
-    eta_star: tuple[EtaPoint, ...]
-    eta_div: tuple[EtaPoint, ...]
-    log10_loss: np.ndarray  # (G, H) log10 seed-mean loss, NaN where none or diverged
-    fits: RegimeFits | None = None  # η*(γ) power laws, lazy and rich (analysis.fit_regimes)
-    settings: FitSettings = field(default_factory=FitSettings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,7 +108,7 @@ class SweepSnapshot:
             return None
         rows = [np.searchsorted(e.steps, steps) for e in present]
         loss = np.mean([e.loss[r] for e, r in zip(present, rows, strict=True)], axis=0)
-        with _quiet_nanmean():
+        with quiet_nanmean():
             accuracy = np.nanmean(
                 [e.accuracy[r] for e, r in zip(present, rows, strict=True)], axis=0
             )
@@ -229,65 +132,6 @@ class SweepSnapshot:
         return eta / gamma ** predicted_eta_exponent(gamma, self.depth, optimizer)
 
 
-@dataclass(frozen=True, eq=False)
-class CollapseCurve:
-    """One γ's curve in the collapse view: seed-mean loss against the rescaled time."""
-
-    gamma: float
-    eta: float
-    x: np.ndarray
-    log10_loss: np.ndarray
-    t_half: float | None
-
-
-@dataclass(frozen=True, eq=False)
-class CollapseResult:
-    """The collapse view's data: curves at η*(γ)·ratio, the fitted k and the spreads."""
-
-    sweep: str
-    version: int
-    variable: str
-    k: float
-    eta_offset: int  # grid steps from the η nearest η*(γ)
-    curves: tuple[CollapseCurve, ...]
-    fit: CollapseFit
-    spread: float  # collapse_spread at the shown variable and k
-    raw_spread: float  # collapse_spread against raw t
-    log_x: bool
-    reason: str
-
-
-def compute_frame(
-    sweep: str,
-    version: int,
-    curves: Sequence[RunCurve],
-    step: float | None,
-    settings: FitSettings | None = None,
-) -> Frame:
-    """The analysis frame of a sweep's curves at `step`.
-
-    η* minimises the loss averaged over [t·(1−window), t] (the sweep's [analysis] window, as
-    `gamma-tui fit` does) and its lazy/rich power laws are fitted like report.analyze fits them,
-    so at t = the sweep's steps, or at 'latest' once every run reached them, the numbers agree.
-
-    Records after `step` cannot change loss_grid's answer at `step` except the first one (it
-    may bracket `step` when the window holds no record), so curves are cut there first: a
-    frame early in a long run costs little.
-    """
-    if step is not None:
-        curves = [_cut(curve, step) for curve in curves]
-    settings = settings or FitSettings()
-    grid = loss_grid(curves, step=step, window=settings.window)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = grid.mean_loss
-        log10_loss = np.where(mean > 0, np.log10(mean), np.nan)
-    stars = tuple(eta_star(grid))
-    fits = fit_regimes(stars, depth=settings.depth, optimizer=settings.optimizer)
-    return Frame(
-        sweep, version, step, grid, stars, tuple(eta_div(grid)), log10_loss, fits, settings
-    )
-
-
 def smooth_rows(log10_loss: np.ndarray, log10_top: float) -> np.ndarray:
     """Running mean of each row over ±SMOOTH_DECADES of log t, skipping NaN bins (kept NaN)."""
     if log10_loss.size == 0 or log10_top <= 0:
@@ -304,39 +148,6 @@ def smooth_rows(log10_loss: np.ndarray, log10_top: float) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         smoothed = sums / counts
     return np.where(finite, smoothed, np.nan)
-
-
-def _cut(curve: RunCurve, step: float) -> RunCurve:
-    """The curve up to `step` and one record beyond (steps are sorted)."""
-    end = int(np.searchsorted(curve.steps, step, side="right")) + 1
-    if end >= curve.steps.size:
-        return curve
-    return replace(curve, steps=curve.steps[:end], loss=curve.loss[:end])
-
-
-def heat_layout(grid: LossGrid) -> HeatLayout:
-    """Bin the grid's η values into rows of equal log10 width (the finest per-γ spacing)."""
-    present = grid.state != "missing"
-    log10_etas = np.log10(grid.etas) if grid.etas.size else np.zeros(0)
-    diffs = [np.diff(log10_etas[np.flatnonzero(row)]) for row in present]
-    positive = np.concatenate([d[d > 1e-6] for d in diffs]) if diffs else np.zeros(0)
-    step = float(np.min(positive)) if positive.size else 1.0
-    if log10_etas.size:
-        bottom, span = float(log10_etas.min()), float(np.ptp(log10_etas))
-    else:
-        bottom, span = 0.0, 0.0
-    step = max(step, span / (MAX_HEAT_ROWS - 1), 1e-6)
-    row_of_eta = np.round((log10_etas - bottom) / step).astype(int)
-    rows = int(row_of_eta.max()) + 1 if row_of_eta.size else 0
-    return HeatLayout(grid.gammas, grid.etas, bottom, step, rows, row_of_eta, present)
-
-
-def slider_steps(total_steps: int) -> tuple[float | None, ...]:
-    """Log-spaced step-slider positions from 1 to the sweep's steps, then None (latest)."""
-    top = max(1, int(total_steps))
-    count = int(math.floor(math.log10(top) * SLIDER_PER_DECADE + 1e-9))
-    values = sorted({int(round(10 ** (i / SLIDER_PER_DECADE))) for i in range(count + 1)} | {top})
-    return (*(float(v) for v in values), None)
 
 
 def reduce_curve(steps: np.ndarray, loss: np.ndarray, log10_top: float) -> np.ndarray:
@@ -532,7 +343,7 @@ class SnapshotBuilder:
             ring.popleft()
         started, at_start = ring[0] if ring else (now, done)
         ring.append((now, done))
-        if not any(r.status == "running" for r in runs):
+        if not any(r.status == RUNNING for r in runs):
             started, at_start = now, done  # nothing is training: no rate
         return progress(cache, name, started, at_start)
 
@@ -566,7 +377,7 @@ def _plateau_now(curve: RunCurve, now: float) -> tuple[float, float, float]:
 def _color_range(reduced: np.ndarray, states: Sequence[str]) -> tuple[float, float]:
     """log10 loss range of the heatmap colors: healthy runs, from the 1st percentile to the
     largest starting loss (diverged runs would stretch it by orders of magnitude)."""
-    healthy = reduced[[s != "diverged" for s in states]] if len(states) else reduced
+    healthy = reduced[[s != DIVERGED for s in states]] if len(states) else reduced
     finite = healthy[np.isfinite(healthy)]
     if finite.size == 0:
         return (-1.0, 0.0)
@@ -578,7 +389,7 @@ def _color_range(reduced: np.ndarray, states: Sequence[str]) -> tuple[float, flo
 
 def _plateau(curve: RunCurve) -> float:
     """plateau_time of a healthy run's curve; NaN if it diverged or never left the plateau."""
-    if curve.status == "diverged":
+    if curve.status == DIVERGED:
         return math.nan
     value = plateau_time(curve.steps, curve.loss)
     return math.nan if value is None else float(value)
@@ -601,89 +412,9 @@ def _cells(runs: Sequence[RunInfo], layout: HeatLayout) -> np.ndarray:
     return cells
 
 
-def collapse(
-    snapshot: SweepSnapshot,
-    variable: str,
-    k: float | None,
-    eta_offset: int,
-    large_gamma_only: bool,
-    fit: CollapseFit | None = None,
-    frame: Frame | None = None,
-    smooth: bool = True,
-) -> CollapseResult:
-    """Curves at η*(γ) (shifted by `eta_offset` grid steps) on a rescaled time axis.
-
-    The fit (analysis.fit_collapse_k over every seed's full curve, x = t·η·γ^-k) is reused
-    when given; k=None shows the fitted k. Spreads use the full curves; the drawn curves are
-    seed means of the plot reductions. η* comes from `frame` (default: the snapshot's).
-    """
-    frame, layout = frame or snapshot.frame, snapshot.layout
-    members: list[tuple[int, int, list[int]]] = []
-    for g, point in enumerate(frame.eta_star):
-        if large_gamma_only and point.gamma <= 1.0:
-            continue
-        h = _nearest_eta(layout, g, point, eta_offset)
-        if h is not None:
-            members.append((g, h, snapshot.runs_in_cell(g, h)))
-    runs = [snapshot.curves[i] for _, _, idx in members for i in idx]
-    fit = fit if fit is not None else fit_collapse_k(runs)
-    k_used = k if k is not None else fit.k if fit.ok else DEFAULT_K
-    k_arg = k_used
-    curves, pairs, raw_pairs = [], [], []
-    for g, h, indices in members:
-        gamma, eta = float(layout.gammas[g]), float(layout.etas[h])
-        plateaus = snapshot.plateau[indices]
-        t_half = float(np.nanmean(plateaus)) if np.isfinite(plateaus).any() else None
-        x = rescale_time(10**snapshot.log10_t, variable, gamma, eta, k=k_arg, t_half=t_half)
-        with np.errstate(invalid="ignore", divide="ignore"), _quiet_nanmean():
-            rows = (snapshot.smooth_log10_loss if smooth else snapshot.log10_loss)[indices]
-            mean = np.log10(np.nanmean(10**rows, axis=0))
-        curves.append(CollapseCurve(gamma, eta, x, mean, t_half))
-        for i in indices:
-            run, own_half = snapshot.curves[i], snapshot.plateau[i]
-            if run.status == "diverged":
-                continue
-            half = float(own_half) if math.isfinite(own_half) else None
-            pairs.append(
-                (rescale_time(run.steps, variable, gamma, eta, k=k_arg, t_half=half), run.loss)
-            )
-            raw_pairs.append((run.steps, run.loss))
-    log_x = variable != "t_minus_t_half"
-    reason = fit.reason
-    if not members:
-        reason = "no γ has an η* yet" + (" above γ = 1" if large_gamma_only else "")
-    return CollapseResult(
-        snapshot.name,
-        snapshot.version,
-        variable,
-        k_used,
-        eta_offset,
-        tuple(curves),
-        fit,
-        collapse_spread(pairs, log_x=log_x),
-        collapse_spread(raw_pairs, log_x=True),
-        log_x,
-        reason,
-    )
-
-
 @contextmanager
-def _quiet_nanmean() -> Iterator[None]:
+def quiet_nanmean() -> Iterator[None]:
     """Silence numpy's 'mean of empty slice' for bins no seed reached."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         yield
-
-
-def _nearest_eta(layout: HeatLayout, g: int, point: EtaPoint, offset: int) -> int | None:
-    """η index of column g nearest to η*(γ), moved `offset` present cells up or down."""
-    if not point.ok:
-        return None
-    present = np.flatnonzero(layout.present[g])
-    if present.size == 0:
-        return None
-    distance = np.abs(np.log10(layout.etas[present]) - math.log10(point.eta))
-    position = int(np.argmin(distance)) + offset
-    if not 0 <= position < present.size:
-        return None
-    return int(present[position])

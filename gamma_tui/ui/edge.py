@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gamma_tui.sharpness import EDGE, SharpnessRun, catapult, progressive
+from gamma_tui.states import DIVERGED
 from gamma_tui.ui.data import SweepSnapshot
 
 LOG10_EDGE = math.log10(EDGE)
@@ -62,7 +63,7 @@ def edge_grid(snapshot: SweepSnapshot, step: float | None) -> np.ndarray:
     sums = np.zeros((layout.gammas.size, layout.etas.size))
     counts = np.zeros_like(sums)
     for index, (g, h) in enumerate(snapshot.cell_of_run):
-        if g < 0 or h < 0 or snapshot.runs[index].status == "diverged":
+        if g < 0 or h < 0 or snapshot.runs[index].status == DIVERGED:
             continue
         value = run_edge(snapshot, index, step)
         if math.isfinite(value) and value > 0:

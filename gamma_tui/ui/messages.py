@@ -1,15 +1,23 @@
-"""Messages that carry data from background threads to the app and its screens.
+"""Messages between the app, its screens and their background threads.
 
-Each "latest state" message replaces an older one of its kind still in the queue
-(Message.can_replace), so a slow screen only ever handles the newest snapshot.
+Data messages carry what background threads read or computed to the app and its screens;
+each "latest state" message replaces an older one of its kind still in the queue
+(Message.can_replace), so a slow screen only ever handles the newest snapshot. Requests go
+from a screen up to the app (they bubble from the screen to it), which acts on them: screens
+never call the app.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.message import Message
 
 from gamma_tui.cache import RunInfo
-from gamma_tui.ui.data import Catalog, CollapseResult, Frame, SweepSnapshot
+from gamma_tui.config import Preset
+from gamma_tui.ui.collapse_data import CollapseResult
+from gamma_tui.ui.data import Catalog, SweepSnapshot
+from gamma_tui.ui.frames import Frame
 
 
 class CatalogUpdated(Message):
@@ -119,3 +127,61 @@ class RunsLoaded(Message):
     def can_replace(self, message: Message) -> bool:
         """A newer message of the same kind replaces this one in the queue."""
         return isinstance(message, RunsLoaded)
+
+
+# ---- requests from the screens to the app ------------------------------------------------
+
+
+class SweepRequest(Message):
+    """A screen asks the app to act on one sweep (the subclass says how)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+        """The sweep."""
+
+
+class OpenSweep(SweepRequest):
+    """Show the sweep in the dashboard."""
+
+
+class ToggleMark(SweepRequest):
+    """Mark the sweep for the compare screen, or unmark it."""
+
+
+class ExportSweep(SweepRequest):
+    """Write CACHE/exports/NAME.csv."""
+
+
+class DeleteSweep(SweepRequest):
+    """Delete the sweep (the user confirmed)."""
+
+
+class StopSweep(SweepRequest):
+    """Stop the sweep's workers."""
+
+
+class FocusStep(SweepRequest):
+    """The dashboard's slider points at `step` of the sweep on display: snapshot it there."""
+
+    def __init__(self, name: str, step: float | None) -> None:
+        super().__init__(name)
+        self.step = step
+        """The slider's step (None: each run's latest record)."""
+
+
+class ClearMarks(Message):
+    """Unmark every sweep."""
+
+
+class StartSweep(Message):
+    """Start a detached driver for a preset (the user confirmed a huge one)."""
+
+    def __init__(self, path: Path, preset: Preset, edited: bool) -> None:
+        super().__init__()
+        self.path = path
+        """The preset file."""
+        self.preset = preset
+        """The preset with the launcher's knob edits applied."""
+        self.edited = edited
+        """Whether knobs were edited (the edited preset is written to CACHE/presets/)."""

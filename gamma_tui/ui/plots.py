@@ -1,4 +1,4 @@
-"""Drawing the two dense views into a CharCanvas: the γ–η heatmap and families of loss curves.
+"""Drawing the γ–η heatmap into a CharCanvas (families of curves: ui/curves.py).
 
 Pure functions of frozen models and a size, so widgets redraw only when one of them changes
 and benchmarks can time a redraw without a terminal.
@@ -12,24 +12,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from gamma_tui.analysis import EtaPoint, RegimeFits
+from gamma_tui.states import DIVERGED, DONE, FAILED, MISSING, QUEUED, RUNNING, SKIPPED
 from gamma_tui.ui.canvas import (
+    GUTTER,
     RGB,
     CharCanvas,
     blend,
     decade_label,
     diverging,
     luminance,
-    nice_linear_ticks,
-    nice_log_ticks,
     polyline_dots,
     rgb_of,
     short_number,
     viridis,
 )
-from gamma_tui.ui.data import STATE_CODES, HeatLayout
-
-GUTTER = 6
-"""Columns left of a plot for the y tick labels."""
+from gamma_tui.ui.frames import STATE_CODES, HeatLayout
 
 MAX_CELL_LINES = 3
 """A heatmap row is at most this many lines tall."""
@@ -43,23 +40,16 @@ FAILED_BG: RGB = (150, 30, 150)
 SKIPPED_FG: RGB = (120, 120, 120)
 GUIDE_COLORS: tuple[RGB, RGB, RGB] = ((80, 220, 255), (255, 120, 255), (255, 210, 90))
 FIT_COLORS: tuple[RGB, RGB] = ((255, 255, 255), (130, 255, 110))
+"""The fitted η*(γ) lines, lazy and rich: dashed (every other character), unlike the guides."""
 NO_LAMBDA_BG: RGB = (44, 44, 52)
 """A finished cell without a λ_max in the sharpness map."""
-EDGE_COLOR: RGB = (255, 90, 90)
-"""The line at step size × λ_max = 2 in the λ(t) curves."""
-HELD_OUT_COLOR: RGB = (255, 150, 60)
-"""The dashed held-out loss of the cursor's cell in the curves panel."""
-"""The fitted η*(γ) lines, lazy and rich: dashed (every other character), unlike the guides."""
-GLYPHS = {"queued": "·", "running": "›", "diverged": "x", "failed": "!", "skipped": "-"}
+GLYPHS = {QUEUED: "·", RUNNING: "›", DIVERGED: "x", FAILED: "!", SKIPPED: "-"}
+"""The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
 NO_LAMBDA_GLYPH = "?"
 """Marks a done cell that has no λ_max in the sharpness map."""
-"""The character that marks each non-final or abnormal cell state, drawn in the cell's centre."""
 
 # Which state a cell shows when two η of one column fall into one row (irregular grids).
-_PRECEDENCE = [
-    STATE_CODES[s]
-    for s in ("diverged", "failed", "running", "queued", "done", "skipped", "missing")
-]
+_PRECEDENCE = [STATE_CODES[s] for s in (DIVERGED, FAILED, RUNNING, QUEUED, DONE, SKIPPED, MISSING)]
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,33 +69,6 @@ class HeatmapModel:
     fits: RegimeFits | None = None  # fitted η*(γ) lines drawn with the guides
     lazy_exponent: float = 2.0  # p of the lazy guide η ∝ γ^p (1 for SignSGD and Adam)
     mode: str = "loss"  # "loss": log10 loss, viridis; "sharpness": log10 S·λ_max, diverging
-
-
-@dataclass(frozen=True, eq=False)
-class Series:
-    """One curve: x in plot units, y as log10 loss, an optional (low, high) band."""
-
-    x: np.ndarray
-    y: np.ndarray
-    color: RGB
-    low: np.ndarray | None = None
-    high: np.ndarray | None = None
-    dashed: bool = False  # drawn in every other character column (the held-out loss)
-
-
-@dataclass(frozen=True, eq=False)
-class PlotModel:
-    """A family of curves on shared axes; the last series is drawn on top."""
-
-    series: tuple[Series, ...]
-    x_range: tuple[float, float]
-    y_range: tuple[float, float]
-    log_x: bool  # x values are log10 (ticks read 10^k) or linear
-    marker_x: float | None
-    foreground: RGB
-    background: RGB
-    empty_text: str = "no data yet"
-    y_labels: tuple[tuple[float, str], ...] = ()  # extra (log10 y, label) ticks: the edge 2
 
 
 @dataclass(frozen=True)
@@ -223,35 +186,35 @@ def _paint_cells(
         x = GUTTER + g * geometry.cell_width
         for row in range(geometry.first, geometry.first + geometry.visible):
             state = reverse[int(code[g, row])]
-            if state == "missing":
+            if state == MISSING:
                 continue
             finite = math.isfinite(value[g, row])
             bg = _cell_background(state, finite, rgb_of(colors[g, row]))
             glyph = GLYPHS.get(state)
-            if sharpness and state == "done" and not finite:
+            if sharpness and state == DONE and not finite:
                 bg, glyph = NO_LAMBDA_BG, NO_LAMBDA_GLYPH
             first, last = geometry.line_span(row)
             fill = " " * geometry.cell_width
             for line in range(first, last):
                 canvas.text(line, x, fill, bg=bg)
-            if state == "running" and not finite:
+            if state == RUNNING and not finite:
                 glyph = "…"
             if glyph:
-                fg = DIVERGED_FG if state == "diverged" else _contrast(bg)
+                fg = DIVERGED_FG if state == DIVERGED else _contrast(bg)
                 cx, cy = x + (geometry.cell_width - 1) // 2, geometry.centre_line(row)
-                canvas.text(cy, cx, glyph, fg=fg, bg=bg, bold=state in ("diverged", "failed"))
+                canvas.text(cy, cx, glyph, fg=fg, bg=bg, bold=state in (DIVERGED, FAILED))
 
 
 def _cell_background(state: str, finite: bool, color: RGB) -> RGB | None:
     """A cell's background: its loss color, or the color of a state without a loss."""
-    if state in ("done", "running") and finite:
+    if state in (DONE, RUNNING) and finite:
         return color
     return {
-        "queued": QUEUED_BG,
-        "running": RUNNING_BG,
-        "diverged": DIVERGED_BG,
-        "failed": FAILED_BG,
-        "done": RUNNING_BG,
+        QUEUED: QUEUED_BG,
+        RUNNING: RUNNING_BG,
+        DIVERGED: DIVERGED_BG,
+        FAILED: FAILED_BG,
+        DONE: RUNNING_BG,
     }.get(state)
 
 
@@ -272,7 +235,7 @@ def _mark_eta_star(canvas: CharCanvas, model: HeatmapModel, geometry: HeatGeomet
             continue
         x = GUTTER + g * geometry.cell_width + (geometry.cell_width - 1) // 2
         y = geometry.centre_line(row)
-        if canvas.chars[y, x] in (GLYPHS["diverged"], GLYPHS["failed"]):
+        if canvas.chars[y, x] in (GLYPHS[DIVERGED], GLYPHS[FAILED]):
             continue  # a diverged or failed cell keeps its mark
         bg = rgb_of(canvas.bg[y, x]) if canvas.has_bg[y, x] else None
         canvas.text(y, x, "*", fg=_contrast(bg), bg=bg, bold=True)
@@ -403,109 +366,4 @@ def _gamma_labels(
         if start + len(label) > canvas.width:
             break
         canvas.text(y, start, label, fg=color)
-        next_free = start + len(label) + 1
-
-
-def draw_curves(model: PlotModel | None, width: int, height: int) -> CharCanvas:
-    """Curves with seed bands (cell backgrounds) and braille lines, log10 loss up."""
-    canvas = CharCanvas(width, height)
-    plot_width, plot_height = width - GUTTER, height - 2
-    if model is None or plot_width < 4 or plot_height < 2:
-        return canvas
-    dim = blend(model.foreground, model.background, 0.6)
-    if not model.series:
-        canvas.text(plot_height // 2, GUTTER + 2, model.empty_text, fg=dim)
-        _curve_axes(canvas, model, plot_width, plot_height, dim)
-        return canvas
-    (x0, x1), (y0, y1) = model.x_range, model.y_range
-
-    def to_dots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Plot coordinates to braille dot coordinates (far-off points become NaN)."""
-        with np.errstate(invalid="ignore"):
-            dx = (x - x0) / (x1 - x0) * (plot_width * 2 - 1)
-            dy = (y1 - y) / (y1 - y0) * (plot_height * 4 - 1)
-            dy = np.where((dy < -4) | (dy > plot_height * 4 + 3), np.nan, dy)
-        return dx, dy
-
-    for series in model.series:
-        if series.low is not None and series.high is not None:
-            _band(canvas, series, to_dots, plot_width, plot_height, model.background)
-    dots = np.zeros((plot_height * 4, plot_width * 2), dtype=bool)
-    colors = np.zeros((plot_height, plot_width), dtype=int)
-    for index, series in enumerate(model.series):
-        rows, columns = polyline_dots(dots.shape, *to_dots(series.x, series.y))
-        if series.dashed:
-            keep = columns // 2 % 2 == 0
-            rows, columns = rows[keep], columns[keep]
-        dots[rows, columns] = True
-        colors[rows // 4, columns // 2] = index
-    palette = np.array([s.color for s in model.series], dtype=np.uint8)
-    canvas.braille(dots, colors, palette, top=0, left=GUTTER)
-    if model.marker_x is not None and x0 <= model.marker_x <= x1:
-        column = GUTTER + int(round((model.marker_x - x0) / (x1 - x0) * (plot_width - 1)))
-        for y in range(plot_height):
-            if canvas.chars[y, column] == " ":
-                canvas.text(y, column, "┊", fg=dim)
-    _curve_axes(canvas, model, plot_width, plot_height, dim)
-    return canvas
-
-
-def _band(
-    canvas: CharCanvas,
-    series: Series,
-    to_dots: object,
-    plot_width: int,
-    plot_height: int,
-    background: RGB,
-) -> None:
-    """Shade the cells between a series' low and high curves (the seed band)."""
-    assert series.low is not None and series.high is not None
-    _, top = to_dots(series.x, series.high)  # type: ignore[operator]
-    columns, bottom = to_dots(series.x, series.low)  # type: ignore[operator]
-    keep = np.isfinite(columns) & np.isfinite(top) & np.isfinite(bottom)
-    if not keep.any():
-        return
-    cells = (columns[keep] // 2).astype(int)
-    lows, highs = (top[keep] // 4).astype(int), (bottom[keep] // 4).astype(int)
-    shade = blend(series.color, background, 0.28)
-    for column in np.unique(cells):
-        pick = cells == column
-        first = max(0, int(lows[pick].min()))
-        last = min(plot_height - 1, int(highs[pick].max()))
-        if last - first < 1 or not 0 <= column < plot_width:
-            continue  # a band thinner than a cell would only blur the line
-        canvas.bg[first : last + 1, GUTTER + column] = shade
-        canvas.has_bg[first : last + 1, GUTTER + column] = True
-
-
-def _curve_axes(
-    canvas: CharCanvas, model: PlotModel, plot_width: int, plot_height: int, dim: RGB
-) -> None:
-    """y ticks (decades of loss) at the left, x ticks below, an L-shaped axis."""
-    (x0, x1), (y0, y1) = model.x_range, model.y_range
-    for tick in nice_log_ticks(y0, y1, max(2, plot_height // 3)):
-        y = int(round((y1 - tick) / (y1 - y0) * (plot_height - 1)))
-        label = decade_label(tick)
-        canvas.text(y, GUTTER - 1 - len(label), label, fg=dim)
-        canvas.text(y, GUTTER - 1, "┤", fg=dim)
-    for value, label in model.y_labels:
-        if y0 <= value <= y1:
-            y = int(round((y1 - value) / (y1 - y0) * (plot_height - 1)))
-            canvas.text(y, max(0, GUTTER - 1 - len(label)), label, fg=dim, bold=True)
-            canvas.text(y, GUTTER - 1, "┤", fg=dim)
-    for y in range(plot_height):
-        if canvas.chars[y, GUTTER - 1] == " ":
-            canvas.text(y, GUTTER - 1, "│", fg=dim)
-    canvas.text(plot_height, GUTTER - 1, "└" + "─" * plot_width, fg=dim)
-    slots = max(2, plot_width // 8)
-    ticks = nice_log_ticks(x0, x1, slots) if model.log_x else nice_linear_ticks(x0, x1, slots)
-    next_free = GUTTER
-    for tick in ticks:
-        column = GUTTER + int(round((tick - x0) / (x1 - x0) * (plot_width - 1)))
-        label = decade_label(tick) if model.log_x else short_number(tick)
-        start = min(max(column - len(label) // 2, next_free), canvas.width - len(label))
-        if start < next_free:
-            break
-        canvas.text(plot_height, column, "┬", fg=dim)
-        canvas.text(plot_height + 1, start, label, fg=dim)
         next_free = start + len(label) + 1

@@ -14,10 +14,12 @@ from rich.text import Text
 
 from gamma_tui.analysis import PowerFit, RegimeFits
 from gamma_tui.cache import FINAL_STATES
-from gamma_tui.runner import SweepProgress
+from gamma_tui.progress import SweepProgress
+from gamma_tui.states import DIVERGED, DONE, FAILED, INTERRUPTED, QUEUED, RUNNING, SKIPPED
 from gamma_tui.ui.canvas import RGB, diverging, short_number, viridis
-from gamma_tui.ui.data import Frame, SweepSnapshot
+from gamma_tui.ui.data import SweepSnapshot
 from gamma_tui.ui.edge import CellMeasures, cell_measures
+from gamma_tui.ui.frames import Frame
 from gamma_tui.ui.plots import (
     DIVERGED_BG,
     DIVERGED_FG,
@@ -84,16 +86,16 @@ def progress_text(progress: SweepProgress, width: int, fits: RegimeFits | None =
     text.append("runs ")
     text.append(f"{progress.finished}/{progress.total}", style="bold")
     text.append(" · ")
-    text.append(f"{counts.get('diverged', 0)} diverged", style=rgb(DIVERGED_FG))
-    failed = counts.get("failed", 0)
+    text.append(f"{counts.get(DIVERGED, 0)} diverged", style=rgb(DIVERGED_FG))
+    failed = counts.get(FAILED, 0)
     if failed:
         text.append(" · ")
         text.append(f"{failed} failed", style=f"bold {rgb(DIVERGED_FG)}")
-    text.append(f"\n{counts.get('running', 0)} running · {counts.get('queued', 0)} queued")
-    if counts.get("interrupted"):
-        text.append(f" · {counts['interrupted']} interrupted", style="yellow")
-    if counts.get("skipped"):
-        text.append(f" · {counts['skipped']} skipped")
+    text.append(f"\n{counts.get(RUNNING, 0)} running · {counts.get(QUEUED, 0)} queued")
+    if counts.get(INTERRUPTED):
+        text.append(f" · {counts[INTERRUPTED]} interrupted", style="yellow")
+    if counts.get(SKIPPED):
+        text.append(f" · {counts[SKIPPED]} skipped")
     share = progress.steps_done / progress.steps_total if progress.steps_total else 0.0
     bar = max(4, min(30, width - 26))
     filled = int(round(share * bar))
@@ -204,7 +206,7 @@ def details_text(snapshot: SweepSnapshot, frame: Frame, g: int, h: int) -> Text:
     diverged = [r.diverged_step for r in runs if r.diverged_step is not None]
     if diverged:
         text.append(
-            f"  diverged at {', '.join(str(d) for d in diverged)}", style=_state_style("diverged")
+            f"  diverged at {', '.join(str(d) for d in diverged)}", style=_state_style(DIVERGED)
         )
     text.append("\n")
     star, edge = frame.eta_star[g], frame.eta_div[g]
@@ -284,11 +286,11 @@ def _held_out_text(snapshot: SweepSnapshot, indices: list[int], step: float | No
 def _state_style(state: str) -> str:
     """Text style of a state name."""
     return {
-        "diverged": f"bold {rgb(DIVERGED_FG)}",
-        "failed": f"bold {rgb(FAILED_BG)}",
-        "running": "bold cyan",
-        "queued": "dim",
-        "done": "green",
+        DIVERGED: f"bold {rgb(DIVERGED_FG)}",
+        FAILED: f"bold {rgb(FAILED_BG)}",
+        RUNNING: "bold cyan",
+        QUEUED: "dim",
+        DONE: "green",
     }.get(state, "")
 
 
@@ -304,13 +306,13 @@ def heat_legend(
     text.append(f" {high:+.1f}  ")
     if not guides:
         diverged = f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}"
-        text.append(f" {GLYPHS['diverged']} ", style=diverged)
+        text.append(f" {GLYPHS[DIVERGED]} ", style=diverged)
         text.append(" div ")
-        text.append(f" {GLYPHS['queued']} ", style=f"on {rgb(QUEUED_BG)}")
+        text.append(f" {GLYPHS[QUEUED]} ", style=f"on {rgb(QUEUED_BG)}")
         text.append(" queued ")
-        text.append(f" {GLYPHS['running']} ", style="on grey35")
+        text.append(f" {GLYPHS[RUNNING]} ", style="on grey35")
         text.append(" running ")
-        text.append(f" {GLYPHS['failed']} ", style=f"bold on {rgb(FAILED_BG)}")
+        text.append(f" {GLYPHS[FAILED]} ", style=f"bold on {rgb(FAILED_BG)}")
         text.append(" failed ")
     text.append(" * ", style="bold")
     text.append("η*")
@@ -347,7 +349,7 @@ def edge_legend(edge_range: tuple[float, float], measured: bool, step: str = "N�
     text.append(f" {NO_LAMBDA_GLYPH} ", style=f"on {rgb(NO_LAMBDA_BG)}")
     text.append(" no λ ")
     diverged = f"bold {rgb(DIVERGED_FG)} on {rgb(DIVERGED_BG)}"
-    text.append(f" {GLYPHS['diverged']} ", style=diverged)
+    text.append(f" {GLYPHS[DIVERGED]} ", style=diverged)
     text.append(" div ")
     text.append(" * ", style="bold")
     text.append(f"η*  S = {step}")
@@ -396,11 +398,11 @@ def family_legend(
 def sweep_state(counts: dict[str, int]) -> str:
     """One word for a sweep: running, finished, failed, queued or partial."""
     total = sum(counts.values())
-    if counts.get("running"):
-        return "running"
+    if counts.get(RUNNING):
+        return RUNNING
     unfinished = total - sum(counts.get(s, 0) for s in FINAL_STATES)
-    if counts.get("failed"):
-        return "failed"
+    if counts.get(FAILED):
+        return FAILED
     if unfinished == 0:
         return "finished"
-    return "queued" if unfinished == total else "partial"
+    return QUEUED if unfinished == total else "partial"

@@ -16,6 +16,7 @@ from pathlib import Path
 from textual.message_pump import MessagePump
 
 from gamma_tui.cache import FINAL_STATES, Cache, CacheError
+from gamma_tui.states import FAILED
 from gamma_tui.ui.data import Catalog, SnapshotBuilder
 from gamma_tui.ui.messages import CacheEvent, CatalogUpdated, SnapshotUpdated, SweepGone
 
@@ -174,11 +175,9 @@ class CacheWatcher:
                 continue
             unfinished_before = old.total - sum(old.counts.get(s, 0) for s in FINAL_STATES)
             unfinished = sweep.total - sum(sweep.counts.get(s, 0) for s in FINAL_STATES)
-            failed = sweep.counts.get("failed", 0) - old.counts.get("failed", 0)
+            failed = sweep.counts.get(FAILED, 0) - old.counts.get(FAILED, 0)
             if failed > 0:
-                errors = [
-                    r.error for r in cache.runs(sweep.name) if r.status == "failed" and r.error
-                ]
+                errors = [r.error for r in cache.runs(sweep.name) if r.status == FAILED and r.error]
                 detail = errors[-1] if errors else "no error message recorded"
                 self.target.post_message(
                     CacheEvent(

@@ -13,7 +13,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from gamma_tui.ui.canvas import RGB, CharCanvas
-from gamma_tui.ui.plots import draw_curves, draw_heatmap
+from gamma_tui.ui.curves import draw_curves
+from gamma_tui.ui.plots import draw_heatmap
 
 
 class CanvasView(Widget):
@@ -99,6 +100,6 @@ class HeatmapView(CanvasView):
 
 
 class CurvePlot(CanvasView):
-    """Loss curves on log-log axes with seed bands (see plots.draw_curves)."""
+    """Loss curves on log-log axes with seed bands (see curves.draw_curves)."""
 
     draw = staticmethod(draw_curves)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -14,15 +13,14 @@ from textual.widgets import DataTable, Footer, Input
 
 from gamma_tui.cache import Cache, CacheError, RunInfo, SweepInfo
 from gamma_tui.config import sweep_depth_label
+from gamma_tui.states import DIVERGED, DONE, FAILED, QUEUED, RUNNING
 from gamma_tui.ui.canvas import short_number
 from gamma_tui.ui.compare_view import color_style
 from gamma_tui.ui.data import Catalog
-from gamma_tui.ui.messages import RunsLoaded
+from gamma_tui.ui.messages import DeleteSweep, ExportSweep, OpenSweep, RunsLoaded, ToggleMark
 from gamma_tui.ui.screens.dialogs import ConfirmScreen
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.text import loss_text, sweep_state
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
 
 SORT_KEYS = ("updated", "sweep", "state", "runs", "model", "dataset")
 """Columns the sweep table can be sorted by, in the order `s` cycles through them."""
@@ -37,11 +35,11 @@ def sweep_row(sweep: SweepInfo) -> dict[str, str]:
         "sweep": sweep.name,
         "state": sweep_state(counts),
         "runs": str(sweep.total),
-        "done": str(counts.get("done", 0)),
-        "div": str(counts.get("diverged", 0)),
-        "run": str(counts.get("running", 0)),
-        "queued": str(counts.get("queued", 0)),
-        "fail": str(counts.get("failed", 0)),
+        "done": str(counts.get(DONE, 0)),
+        "div": str(counts.get(DIVERGED, 0)),
+        "run": str(counts.get(RUNNING, 0)),
+        "queued": str(counts.get(QUEUED, 0)),
+        "fail": str(counts.get(FAILED, 0)),
         "model": f"{network.get('kind', '?')} N{network.get('width', '?')} "
         f"L{sweep_depth_label(config)}",
         "dataset": str(data.get("kind", "?")),
@@ -64,8 +62,10 @@ class BrowserScreen(Screen[None]):
         Binding("escape", "leave_filter", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="browser")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.sort_key = "updated"
         """Column the sweeps are sorted by."""
         self.descending = True
@@ -74,11 +74,6 @@ class BrowserScreen(Screen[None]):
         """Only sweeps whose cells contain this text (case-insensitive)."""
         self._shown: list[str] = []
         self._runs_for: str | None = None
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -103,7 +98,7 @@ class BrowserScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         """Catch up with data that arrived while another screen was shown."""
-        self.apply_catalog(self.gamma_app.catalog)
+        self.apply_catalog(self.state.catalog)
         self.query_one("#sweeps", DataTable).focus()
 
     def apply_catalog(self, catalog: Catalog | None) -> None:
@@ -116,7 +111,7 @@ class BrowserScreen(Screen[None]):
         rows = [r for r in rows if not needle or any(needle in v.lower() for v in r.values())]
         rows.sort(key=self._sort_value, reverse=self.descending)
         self._shown = [r["sweep"] for r in rows]
-        marked = self.gamma_app.marked
+        marked = self.state.marked
         for row in rows:
             cells: list[str | Text] = list(row.values())
             color = marked.get(row["sweep"])
@@ -168,7 +163,7 @@ class BrowserScreen(Screen[None]):
     def _fetch_runs(self, sweep: str) -> None:
         """Read the runs of one sweep with a connection of this thread."""
         try:
-            with Cache(self.gamma_app.cache_dir) as cache:
+            with Cache(self.state.cache_dir) as cache:
                 runs = cache.runs(sweep)
         except CacheError:
             runs = []
@@ -188,7 +183,7 @@ class BrowserScreen(Screen[None]):
     def on_input_changed(self, event: Input.Changed) -> None:
         """Re-filter (browser) or re-validate (launcher) as the user types."""
         self.filter_text = event.value.strip()
-        self.apply_catalog(self.gamma_app.catalog)
+        self.apply_catalog(self.state.catalog)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         """Enter in the filter goes back to the table."""
@@ -206,41 +201,40 @@ class BrowserScreen(Screen[None]):
         """Sort by the next column."""
         self.sort_key = SORT_KEYS[(SORT_KEYS.index(self.sort_key) + 1) % len(SORT_KEYS)]
         self.descending = self.sort_key in ("updated", "runs")
-        self.apply_catalog(self.gamma_app.catalog)
+        self.apply_catalog(self.state.catalog)
 
     def action_reverse(self) -> None:
         """Reverse the sort order."""
         self.descending = not self.descending
-        self.apply_catalog(self.gamma_app.catalog)
+        self.apply_catalog(self.state.catalog)
 
     def action_open(self) -> None:
         """Open the highlighted sweep in the dashboard."""
         sweep = self.highlighted()
         if sweep is not None:
-            self.gamma_app.open_sweep(sweep)
+            self.post_message(OpenSweep(sweep))
 
     def action_mark(self) -> None:
         """Mark the highlighted sweep for the compare screen (space again unmarks it)."""
         sweep = self.highlighted()
         if sweep is None:
             return
-        self.gamma_app.toggle_mark(sweep)
-        self.apply_catalog(self.gamma_app.catalog)
+        self.post_message(ToggleMark(sweep))  # the app redraws this table with the new mark
 
     def action_export(self) -> None:
         """Export the highlighted sweep to CSV."""
         sweep = self.highlighted()
         if sweep is not None:
-            self.gamma_app.export_sweep(sweep)
+            self.post_message(ExportSweep(sweep))
 
     def action_delete(self) -> None:
         """Delete the highlighted sweep after a confirmation."""
         sweep = self.highlighted()
         if sweep is None:
             return
-        info = self.gamma_app.catalog.find(sweep) if self.gamma_app.catalog else None
+        info = self.state.catalog.find(sweep) if self.state.catalog else None
         warning = ""
-        if info is not None and info.counts.get("running"):
+        if info is not None and info.counts.get(RUNNING):
             warning = (
                 "\n\nIt has running runs: stop its workers first (x on the dashboard), "
                 "or they will keep writing to the cache."
@@ -249,7 +243,7 @@ class BrowserScreen(Screen[None]):
         def answer(yes: bool | None) -> None:
             """Delete only on yes."""
             if yes:
-                self.gamma_app.delete_sweep(sweep)
+                self.post_message(DeleteSweep(sweep))
 
         self.app.push_screen(
             ConfirmScreen(

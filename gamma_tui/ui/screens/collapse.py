@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
@@ -16,14 +15,14 @@ from textual.widgets import Footer, Static
 
 from gamma_tui.analysis import TIME_VARIABLES, CollapseFit
 from gamma_tui.ui.canvas import ramp, series_range, short_number
-from gamma_tui.ui.data import CollapseResult, SweepSnapshot, collapse, compute_frame
+from gamma_tui.ui.collapse_data import CollapseResult, collapse
+from gamma_tui.ui.curves import PlotModel, Series
+from gamma_tui.ui.data import SweepSnapshot
+from gamma_tui.ui.frames import compute_frame
 from gamma_tui.ui.messages import CollapseReady
-from gamma_tui.ui.plots import PlotModel, Series
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.text import TIME_LABELS, family_legend
 from gamma_tui.ui.widgets import CurvePlot, show_text
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
 
 K_STEP = 0.05
 """How much one key press changes k."""
@@ -44,8 +43,10 @@ class CollapseScreen(Screen[None]):
         Binding("s", "toggle_smooth", "smooth"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="collapse")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.variable = "t_eta_gamma_k"
         """The time axis (one of analysis.TIME_VARIABLES)."""
         self.k: float | None = None
@@ -59,11 +60,6 @@ class CollapseScreen(Screen[None]):
         self.result: CollapseResult | None = None
         """What is on screen."""
         self._fits: dict[tuple[int, int, bool], CollapseFit] = {}
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -90,7 +86,7 @@ class CollapseScreen(Screen[None]):
 
     def recompute(self) -> None:
         """Ask for the collapse of the current snapshot with the current settings."""
-        snapshot = self.gamma_app.snapshot
+        snapshot = self.state.snapshot
         if snapshot is None:
             return
         fit = self._fits.get((snapshot.version, self.eta_offset, self.large_gamma_only))

@@ -8,8 +8,6 @@ re-reads the cache while it is shown and the data has changed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -28,10 +26,9 @@ from gamma_tui.ui.compare_view import (
     load_comparison,
     slope_table,
 )
+from gamma_tui.ui.messages import ClearMarks
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.widgets import CanvasView, show_text
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
 
 REFRESH_SECONDS = 1.0
 """How often the screen checks the cache for new data while it is shown."""
@@ -68,17 +65,14 @@ class CompareScreen(Screen[None]):
         Binding("r", "reload", "reload"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="compare")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.comparison: Comparison | None = None
         """What is on screen."""
         self._key: tuple[object, ...] | None = None
         self._loading = False
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -102,7 +96,7 @@ class CompareScreen(Screen[None]):
 
     def _marked(self) -> list[tuple[str, RGB]]:
         """The marked sweeps with their colours, in marking order."""
-        return list(self.gamma_app.marked.items())
+        return list(self.state.marked.items())
 
     def _refresh(self) -> None:
         """Start a read if the marks changed or the cache may have (one read at a time)."""
@@ -117,8 +111,11 @@ class CompareScreen(Screen[None]):
         self._refresh()
 
     def action_clear(self) -> None:
-        """Unmark every sweep."""
-        self.gamma_app.marked.clear()
+        """Unmark every sweep (the app clears the marks, then calls marks_changed)."""
+        self.post_message(ClearMarks())
+
+    def marks_changed(self) -> None:
+        """The marks changed: read the marked sweeps again."""
         self._key = None
         self._refresh()
 
@@ -126,7 +123,7 @@ class CompareScreen(Screen[None]):
     def _load(self, marked: list[tuple[str, RGB]]) -> None:
         """Analyse the marked sweeps with this thread's cache connection if their runs changed."""
         try:
-            with Cache(self.gamma_app.cache_dir) as cache:
+            with Cache(self.state.cache_dir) as cache:
                 key = (tuple(marked), _progress_key(cache, [name for name, _ in marked]))
                 if key == self._key:
                     self._loading = False

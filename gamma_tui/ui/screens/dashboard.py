@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.text import Text
@@ -19,11 +17,14 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from gamma_tui.config import lazy_exponent
-from gamma_tui.ui.canvas import ramp, short_number
-from gamma_tui.ui.data import Frame, SweepSnapshot, compute_frame
-from gamma_tui.ui.edge import LOG10_EDGE, cell_trace, edge_grid, edge_range, has_sharpness
-from gamma_tui.ui.messages import FrameReady
-from gamma_tui.ui.plots import EDGE_COLOR, HELD_OUT_COLOR, HeatmapModel, PlotModel, Series
+from gamma_tui.ui.curve_panel import curve_panel
+from gamma_tui.ui.curves import PlotModel
+from gamma_tui.ui.data import SweepSnapshot
+from gamma_tui.ui.edge import edge_grid, edge_range, has_sharpness
+from gamma_tui.ui.frames import Frame, compute_frame
+from gamma_tui.ui.messages import ExportSweep, FocusStep, FrameReady, StopSweep
+from gamma_tui.ui.plots import HeatmapModel
+from gamma_tui.ui.state import UiState
 from gamma_tui.ui.text import (
     details_text,
     edge_legend,
@@ -34,9 +35,6 @@ from gamma_tui.ui.text import (
     step_label,
 )
 from gamma_tui.ui.widgets import CurvePlot, HeatmapView, show_text
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
 
 PREFETCH_DELAY_SECONDS = 0.04
 """Prefetching neighbouring frames starts after this pause in the keys."""
@@ -69,8 +67,10 @@ class DashboardScreen(Screen[None]):
         Binding("x", "stop", "stop sweep"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="dashboard")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.snapshot: SweepSnapshot | None = None
         """The sweep on display."""
         self.frame: Frame | None = None
@@ -93,11 +93,6 @@ class DashboardScreen(Screen[None]):
         self._cursor_moved = False
         self._prefetch_timer: Timer | None = None
         self._composed = False
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -125,7 +120,7 @@ class DashboardScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         """Catch up with data that arrived while another screen was shown."""
-        snapshot = self.gamma_app.snapshot
+        snapshot = self.state.snapshot
         if snapshot is not None and snapshot is not self.snapshot:
             self.apply_snapshot(snapshot)
         elif snapshot is None:
@@ -149,8 +144,8 @@ class DashboardScreen(Screen[None]):
             return
         self.query_one("#heat-panel").border_title = "phase portrait"
         message = "no sweep yet: start one from the launcher (1) or open one in the run browser (4)"
-        if self.gamma_app.current_sweep:
-            message = f"loading {self.gamma_app.current_sweep}…"
+        if self.state.current_sweep:
+            message = f"loading {self.state.current_sweep}…"
         show_text(self.query_one("#details", Static), Text(message))
 
     # ---- data in -------------------------------------------------------------------------
@@ -245,7 +240,7 @@ class DashboardScreen(Screen[None]):
         else:
             self.redraw(slider_only=True)
             self._compute_frame(self.snapshot, step)
-        self.gamma_app.focus_sweep(self.snapshot.name, step)
+        self.post_message(FocusStep(self.snapshot.name, step))
 
     @work(thread=True, exclusive=True, group="frame")
     def _compute_frame(self, snapshot: SweepSnapshot, step: float | None) -> None:
@@ -380,85 +375,29 @@ class DashboardScreen(Screen[None]):
 
     def _draw_curves(self, snapshot: SweepSnapshot, frame: Frame) -> None:
         """The cursor's γ column (curves colored by η) or η row (colored by γ)."""
-        layout = snapshot.layout
         plot = self.query_one(CurvePlot)
         foreground, background = plot.rgb_colors()
-        g, row = self.cursor
-        if layout.gammas.size == 0:
+        if snapshot.layout.gammas.size == 0:
             plot.show(PlotModel((), (0, 1), (0, 1), True, None, foreground, background))
             return
-        if self.by_row:
-            cells = [(gg, layout.cell_at(gg, row)) for gg in range(layout.gammas.size)]
-            cells = [(gg, h) for gg, h in cells if h >= 0]
-            labels = [short_number(float(layout.gammas[gg])) for gg, _ in cells]
-            knob, fixed = "γ", f"η ≈ {short_number(10 ** layout.row_center(row))}"
-            chosen = g
-            keys = [gg for gg, _ in cells]
-        else:
-            hs = [h for h in np.flatnonzero(layout.present[g])]
-            cells = [(g, int(h)) for h in hs]
-            labels = [short_number(float(layout.etas[h])) for _, h in cells]
-            knob, fixed = "η", f"γ = {short_number(float(layout.gammas[g]))}"
-            chosen = layout.cell_at(g, row)
-            keys = [h for _, h in cells]
-        colors = ramp(len(cells))
         sharpness = self.map_mode == "sharpness"
-
-        def cell(gg: int, h: int, color: tuple[int, int, int]) -> Series | None:
-            if sharpness:
-                return _edge_series(snapshot, gg, h, color)
-            return _cell_series(snapshot, gg, h, color, self.smooth)
-
-        series, highlight, held = [], None, None
-        for (gg, h), color, key, label in zip(cells, colors, keys, labels, strict=True):
-            item = cell(gg, h, color)
-            if item is None:
-                continue
-            if key == chosen:
-                highlight = (cell(gg, h, foreground), label)
-            else:
-                series.append(item)
-        if highlight is not None and highlight[0] is not None:
-            if not sharpness:
-                held = _held_out_series(snapshot, g, layout.cell_at(g, row))
-                series += [held] if held is not None else []
-            series.append(highlight[0])
-        top = (
-            float(snapshot.log10_t[-1] + (snapshot.log10_t[1] - snapshot.log10_t[0]) / 2)
-            if snapshot.log10_t.size > 1
-            else 1.0
+        panel = curve_panel(
+            snapshot,
+            frame,
+            self.cursor,
+            self.by_row,
+            sharpness,
+            self.smooth,
+            foreground,
+            background,
         )
-        if sharpness:
-            y_range = _edge_y_range(series)
-            edge = Series(np.array([0.0, top]), np.full(2, LOG10_EDGE), EDGE_COLOR, dashed=True)
-            series.insert(0, edge)  # under the curves
-        else:
-            y_range = _y_range(series)
-        step = frame.step
-        empty = "no λ_max measured: [diagnostics] sharpness = true" if sharpness else "no data yet"
-        plot.show(
-            PlotModel(
-                tuple(series) if len(series) > int(sharpness) else (),
-                (0.0, top),
-                y_range,
-                True,
-                math.log10(step) if step else None,
-                foreground,
-                background,
-                empty,
-                ((LOG10_EDGE, "2"),) if sharpness else (),
-            )
-        )
-        if sharpness:
-            title = f"S·λ(t) · {fixed} · by {knob} · ┄ 2"
-        else:
-            title = f"loss curves · {fixed} · by {knob}" + (" · ┄ test" if held else "")
-        _set_border(self.query_one("#curve-panel"), title=title)
+        plot.show(panel.model)
+        _set_border(self.query_one("#curve-panel"), title=panel.title)
         legend = self.query_one("#curve-legend", Static)
         show_text(
             legend,
             family_legend(
-                labels, colors, knob, legend.size.width or 40, highlight[1] if highlight else None
+                panel.labels, panel.colors, panel.knob, legend.size.width or 40, panel.highlight
             ),
         )
 
@@ -524,12 +463,12 @@ class DashboardScreen(Screen[None]):
     def action_export(self) -> None:
         """Export the sweep to CSV (same code path as `gamma-tui export`)."""
         if self.snapshot is not None:
-            self.gamma_app.export_sweep(self.snapshot.name)
+            self.post_message(ExportSweep(self.snapshot.name))
 
     def action_stop(self) -> None:
         """Stop the workers this app started for the sweep."""
         if self.snapshot is not None:
-            self.gamma_app.stop_sweep(self.snapshot.name)
+            self.post_message(StopSweep(self.snapshot.name))
 
 
 def _set_border(widget: Widget, title: str | None = None, subtitle: str | None = None) -> None:
@@ -538,69 +477,3 @@ def _set_border(widget: Widget, title: str | None = None, subtitle: str | None =
         widget.border_title = title
     if subtitle is not None and widget.border_subtitle != subtitle:
         widget.border_subtitle = subtitle
-
-
-def _cell_series(
-    snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int], smooth: bool
-) -> Series | None:
-    """Seed-mean curve of one cell with a min..max band over seeds (None without data)."""
-    indices = snapshot.runs_in_cell(g, h)
-    if not indices:
-        return None
-    rows = snapshot.smooth_log10_loss if smooth else snapshot.log10_loss
-    values = 10.0 ** rows[indices]
-    if not np.isfinite(values).any():
-        return None
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.log10(np.nanmean(values, axis=0))
-        low = np.log10(np.nanmin(values, axis=0)) if len(indices) > 1 else None
-        high = np.log10(np.nanmax(values, axis=0)) if len(indices) > 1 else None
-    return Series(snapshot.log10_t, mean, color, low, high)
-
-
-def _edge_series(
-    snapshot: SweepSnapshot, g: int, h: int, color: tuple[int, int, int]
-) -> Series | None:
-    """One cell's S·λ_max(t), the seeds' geometric mean, in log10 (None without two points)."""
-    x, y = cell_trace(snapshot, snapshot.runs_in_cell(g, h))
-    return Series(x, y, color) if x.size > 1 else None
-
-
-def _edge_y_range(series: list[Series]) -> tuple[float, float]:
-    """log10 S·λ_max range of the curves, always holding the edge line."""
-    values = [item.y[np.isfinite(item.y)] for item in series]
-    finite = np.concatenate([v for v in values if v.size] or [np.zeros(0)])
-    low = min(float(finite.min()) if finite.size else LOG10_EDGE - 1, LOG10_EDGE - 0.2)
-    high = max(float(finite.max()) if finite.size else LOG10_EDGE + 1, LOG10_EDGE + 0.2)
-    pad = (high - low) * 0.05
-    return (low - pad, high + pad)
-
-
-def _held_out_series(snapshot: SweepSnapshot, g: int, h: int) -> Series | None:
-    """The cursor cell's seed-mean held-out loss, dashed (None without evaluations)."""
-    held = snapshot.held_out(snapshot.runs_in_cell(g, h)) if h >= 0 else None
-    if held is None:
-        return None
-    steps, loss, _ = held
-    keep = (steps > 0) & (loss > 0)
-    if keep.sum() < 2:
-        return None
-    return Series(np.log10(steps[keep]), np.log10(loss[keep]), HELD_OUT_COLOR, dashed=True)
-
-
-def _y_range(series: list[Series]) -> tuple[float, float]:
-    """log10 loss range: from the lowest value to the highest starting value (blow-ups cut)."""
-    lows, tops = [], []
-    for item in series:
-        finite = item.y[np.isfinite(item.y)]
-        if finite.size:
-            lows.append(float(finite.min()))
-            tops.append(float(finite[0]))  # the starting loss: blow-ups run off the top
-    if not lows:
-        return (-1.0, 0.0)
-    low, high = min(lows), max(tops)
-    if high - low < 0.2:
-        low, high = low - 0.1, high + 0.1
-    pad = (high - low) * 0.05
-    return (low - pad, high + pad)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -20,11 +19,9 @@ from gamma_tui.cache import CacheError
 from gamma_tui.config import Preset, PresetError, load_preset, parse_preset
 from gamma_tui.costs import flops_per_run, is_huge
 from gamma_tui.ui.launch import KNOBS, dump_preset, estimate, knob_value, overrides
-from gamma_tui.ui.messages import EstimateReady
+from gamma_tui.ui.messages import EstimateReady, StartSweep
 from gamma_tui.ui.screens.dialogs import ConfirmScreen
-
-if TYPE_CHECKING:
-    from gamma_tui.ui.app import GammaApp
+from gamma_tui.ui.state import UiState
 
 ESTIMATE_DEBOUNCE_SECONDS = 0.15
 """Typing pauses this long before the (threaded) work estimate runs."""
@@ -40,8 +37,10 @@ class LauncherScreen(Screen[None]):
         Binding("escape", "to_list", "preset list", show=False),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, state: UiState) -> None:
         super().__init__(id="launcher")
+        self.state = state
+        """What the app knows (read only: actions go to the app as messages)."""
         self.paths: list[Path] = []
         """Preset files on the list."""
         self.path: Path | None = None
@@ -55,11 +54,6 @@ class LauncherScreen(Screen[None]):
         self.sets: list[str] = []
         """The knob edits as key=value overrides."""
         self._filling = False
-
-    @property
-    def gamma_app(self) -> GammaApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         """The screen's widgets."""
@@ -101,7 +95,7 @@ class LauncherScreen(Screen[None]):
 
     def action_rescan(self) -> None:
         """Refill the preset list from the preset directories."""
-        found = self.gamma_app.preset_files()
+        found = self.state.preset_files()
         self.paths = [path for path, _ in found]
         listing = self.query_one("#presets", ListView)
         listing.clear()
@@ -111,7 +105,7 @@ class LauncherScreen(Screen[None]):
         if not self.paths:
             self._show_error("no presets found: put *.toml files in presets/ (see README)")
             return
-        wanted = self.gamma_app.initial_preset
+        wanted = self.state.initial_preset
         index = next(
             (
                 i
@@ -218,7 +212,7 @@ class LauncherScreen(Screen[None]):
             return
         key = preset.model_dump_json()
         try:
-            line = estimate(self.gamma_app.cache_dir, preset)
+            line = estimate(self.state.cache_dir, preset)
         except CacheError as error:
             line = f"[red]cache: {error}[/]"
         self.post_message(EstimateReady(key, line))
@@ -243,14 +237,14 @@ class LauncherScreen(Screen[None]):
             return
         preset, path, edited = self.edited, self.path, bool(self.sets)
         if not is_huge(preset):
-            self.gamma_app.start_sweep(path, preset, edited)
+            self.post_message(StartSweep(path, preset, edited))
             return
         flops = flops_per_run(preset) * preset.run_count()
 
         def answer(yes: bool | None) -> None:
             """Start only on yes."""
             if yes:
-                self.gamma_app.start_sweep(path, preset, edited)
+                self.post_message(StartSweep(path, preset, edited))
 
         self.app.push_screen(
             ConfirmScreen(
