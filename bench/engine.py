@@ -73,13 +73,8 @@ from gamma_tui.config import IMAGE_MODELS, RunSpec, expand, image_problem, parse
 from gamma_tui.costs import forward_macs
 from gamma_tui.engine.data import make_stream
 from gamma_tui.engine.functional import FunctionalArchitecture
-from gamma_tui.engine.trainer import (
-    DTYPES,
-    ShardTrainer,
-    TrainerOptions,
-    model_family,
-    resolve_device,
-)
+from gamma_tui.engine.shard import DTYPES, model_family, resolve_device
+from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from reference_loop import build_cnn, build_mlp, build_module, train_one  # noqa: E402

@@ -28,7 +28,7 @@ import numpy as np
 
 from gamma_tui.analysis import PowerFit, fit_power_law
 from gamma_tui.cache import Cache
-from gamma_tui.config import Preset, expand, sweep_optimizer
+from gamma_tui.config import Preset, expand
 from gamma_tui.results import StoredSweep, load_run_curves, stored_sweep
 
 EDGE = 2.0
@@ -59,14 +59,6 @@ class SharpnessRun:
 def step_size(eta: float, width: int, optimizer: str) -> float:
     """The step size the stability condition is about: N·η for SGD, η for SignSGD/Adam."""
     return width * eta if optimizer == "sgd" else eta
-
-
-def sweep_step_size(config: dict[str, Any], eta: float) -> float:
-    """step_size of a run at `eta` in a sweep with this raw stored config (the chain's width is
-    1); sweep_runs reads the same from results.StoredSweep (width, optimizer)."""
-    network = config.get("network", {})
-    width = 1 if network.get("kind") == "chain" else int(network.get("width", 1))
-    return step_size(eta, width, sweep_optimizer(config))
 
 
 def theory(depth: int, optimizer: str) -> dict[str, float | None]:

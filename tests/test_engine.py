@@ -237,7 +237,7 @@ def test_families_satisfy_the_protocols(tmp_path) -> None:
     """Each family builds ensembles with the interface family.py writes down; only the
     autograd ones hand out raw gradients."""
     from gamma_tui.engine.family import GradientEnsemble
-    from gamma_tui.engine.trainer import functional_mlp, model_family
+    from gamma_tui.engine.shard import functional_mlp, model_family
 
     spec = expand(parse_preset(tiny_preset_text()))[0]
     stream = make_stream(spec.data, 8, "mse", torch.float64, torch.device("cpu"))

@@ -15,7 +15,8 @@ from gamma_tui.cache import Cache
 from gamma_tui.config import RunSpec, expand, parse_preset
 from gamma_tui.engine.optimizers import EnsembleOptimizer
 from gamma_tui.engine.parameterization import Architecture, EnsembleMLP, loss_and_grad
-from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, functional_mlp
+from gamma_tui.engine.shard import functional_mlp
+from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.schedule import is_eval_step
 
 CPU = TrainerOptions(torch.device("cpu"), checkpoint_every=8, commit_seconds=0.0)
@@ -253,7 +254,7 @@ def test_cost_estimate_counts_the_forward_multiply_adds(tmp_path: Path, model: s
 
     from gamma_tui.costs import forward_macs
     from gamma_tui.engine.data import make_stream
-    from gamma_tui.engine.trainer import model_family
+    from gamma_tui.engine.shard import model_family
 
     preset = parse_preset(preset_text(tmp_path, model))
     flatten = preset.network.kind not in ("cnn", "resnet18", "vit")
@@ -321,7 +322,7 @@ def test_batchnorm_evaluation_never_sees_a_one_sample_chunk(tmp_path: Path) -> N
 
 def test_vit_memory_plan_counts_attention_maps(tmp_path: Path) -> None:
     from gamma_tui.engine.data import make_stream
-    from gamma_tui.engine.trainer import model_family
+    from gamma_tui.engine.shard import model_family
 
     preset = parse_preset(preset_text(tmp_path, "vit"))
     stream = make_stream(preset.data, 8, "mse", torch.float32, torch.device("cpu"), flatten=False)

@@ -18,7 +18,8 @@ from gamma_tui.cache import Cache
 from gamma_tui.config import Preset, RunSpec, expand, parse_preset
 from gamma_tui.costs import flops_per_run
 from gamma_tui.engine.module_family import ModuleArchitecture
-from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, model_family
+from gamma_tui.engine.shard import model_family
+from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.nn import Conv2d, Linear, Readout
 
 CPU = TrainerOptions(torch.device("cpu"), checkpoint_every=8, commit_seconds=0.0)

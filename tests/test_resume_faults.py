@@ -31,7 +31,7 @@ from test_reliability import load_chaos, ulp_kick
 
 from gamma_tui.cache import Cache
 from gamma_tui.config import parse_preset
-from gamma_tui.engine import trainer
+from gamma_tui.engine import shard
 from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 from gamma_tui.runner import register
 
@@ -125,7 +125,7 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def next_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """After the resume, step t trains on batch t + 1 (the trainer's data stream, patched)."""
-    real = trainer.make_stream
+    real = shard.make_stream
 
     def make(*args, **kwargs):  # type: ignore[no-untyped-def]
         stream = real(*args, **kwargs)
@@ -133,7 +133,7 @@ def next_batch(monkeypatch: pytest.MonkeyPatch) -> None:
         stream.batch = lambda step: batch(step + 1)
         return stream
 
-    monkeypatch.setattr(trainer, "make_stream", make)
+    monkeypatch.setattr(shard, "make_stream", make)
 
 
 FAULTS: dict[str, dict[str, object]] = {

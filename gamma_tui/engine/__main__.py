@@ -21,7 +21,8 @@ import uuid
 import torch
 
 from gamma_tui.cache import Cache
-from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions, resolve_device
+from gamma_tui.engine.shard import resolve_device
+from gamma_tui.engine.trainer import ShardTrainer, TrainerOptions
 
 COST_FILE = "logs/cost-{pid}.json"
 """Where in the cache a worker leaves the wall time it trained and the part the [diagnostics]

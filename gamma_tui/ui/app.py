@@ -11,7 +11,7 @@ loses a sweep and reopening it shows running sweeps live.
 from __future__ import annotations
 
 import os
-import subprocess
+import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +22,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from gamma_tui.cache import Cache, CacheError
-from gamma_tui.config import Preset
+from gamma_tui.config import Preset, PresetError
+from gamma_tui.exporting import export_sweep
 from gamma_tui.states import RUNNING
 from gamma_tui.ui.compare_view import SWEEP_COLORS
 from gamma_tui.ui.data import SweepSnapshot
@@ -398,29 +399,16 @@ class GammaApp(App[None]):
 
     @work(thread=True, group="export")
     def export_sweep(self, name: str) -> None:
-        """Write CACHE/exports/NAME.csv with `gamma-tui export` (the CLI's code path)."""
+        """Write CACHE/exports/NAME.csv with the export the CLI runs (exporting.export_sweep)."""
         output = self.cache_dir / "exports" / f"{name}.csv"
-        command = [
-            sys.executable,
-            "-m",
-            "gamma_tui",
-            "export",
-            name,
-            "-o",
-            str(output),
-            "--cache",
-            str(self.cache_dir),
-        ]
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL
-        )
-        if result.returncode == 0:
-            self.post_message(CacheEvent(f"wrote {output}", "information", "exported"))
-        else:
-            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        try:
+            export_sweep(self.cache_dir, name, "csv", output)
+        except (CacheError, PresetError, OSError, sqlite3.Error) as error:
             self.post_message(
-                CacheEvent(f"export of {name} failed: {detail[0]}", "error", "export failed")
+                CacheEvent(f"export of {name} failed: {error}", "error", "export failed")
             )
+            return
+        self.post_message(CacheEvent(f"wrote {output}", "information", "exported"))
 
 
 PRESETS_ENV = "GAMMA_TUI_PRESETS"

@@ -23,8 +23,8 @@ from gamma_tui.analysis import RunCurve, plateau_time
 from gamma_tui.cache import FINAL_STATES, Cache, Diagnostics, Evals, RunInfo, SweepInfo
 from gamma_tui.config import predicted_eta_exponent
 from gamma_tui.progress import SweepProgress, progress
-from gamma_tui.results import load_run_curves
-from gamma_tui.sharpness import sweep_step_size
+from gamma_tui.results import StoredSweep, load_run_curves
+from gamma_tui.sharpness import step_size
 from gamma_tui.states import DIVERGED, RUNNING
 from gamma_tui.ui.frames import (
     FitSettings,
@@ -243,8 +243,8 @@ class SnapshotBuilder:
         top = max([info.steps, 1, *(r.steps_target for r in runs)])
         log10_top = math.log10(max(top, 2))
         reduced, plateau = self._reductions(runs, curves, log10_top, quick)
-        config = info.config
-        settings = FitSettings.of(config)
+        stored = StoredSweep.of(info)
+        settings = FitSettings.of(stored)
         held = cache.evals([r.run_id for r in runs])
         measured = self._diagnostics(cache, runs)
         frame = compute_frame(name, self.builds, curves, step, settings)
@@ -267,12 +267,14 @@ class SnapshotBuilder:
             slider=slider_steps(info.steps),
             loss_range=loss_range,
             depth=settings.depth,
-            relative_eta=config.get("eta", {}).get("scale") == "relative",
+            relative_eta=stored.relative_eta,
             built_seconds=time.perf_counter() - started,
             fit_settings=settings,
             evals=tuple(held.get(r.run_id) for r in runs),
             diagnostics=measured,
-            step_sizes=np.array([sweep_step_size(config, r.eta) for r in runs], dtype=np.float64),
+            step_sizes=np.array(
+                [step_size(r.eta, stored.width, stored.optimizer) for r in runs], dtype=np.float64
+            ),
         )
 
     def _diagnostics(self, cache: Cache, runs: Sequence[RunInfo]) -> tuple[Diagnostics | None, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,13 +19,10 @@ from gamma_tui.analysis import (
     LossGrid,
     RegimeFits,
     RunCurve,
-    eta_div,
-    eta_star,
-    fit_regimes,
-    loss_grid,
+    eta_landscape,
 )
-from gamma_tui.config import sweep_depth_label, sweep_optimizer
 from gamma_tui.report import DEFAULT_WINDOW
+from gamma_tui.results import StoredSweep
 from gamma_tui.states import DIVERGED, DONE, FAILED, MISSING, QUEUED, RUNNING, SKIPPED
 
 SLIDER_PER_DECADE = 4
@@ -88,12 +85,9 @@ class FitSettings:
     window: float = DEFAULT_WINDOW
 
     @classmethod
-    def of(cls, config: dict[str, Any]) -> FitSettings:
-        """The settings of a sweep config (defaults where it says nothing)."""
-        depth = sweep_depth_label(config)
-        optimizer = sweep_optimizer(config)
-        window = float(config.get("analysis", {}).get("window", DEFAULT_WINDOW))
-        return cls(int(depth), optimizer, window)
+    def of(cls, stored: StoredSweep) -> FitSettings:
+        """The settings of a stored sweep (defaults where its config says nothing)."""
+        return cls(stored.depth, stored.optimizer, stored.window)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,14 +125,22 @@ def compute_frame(
     if step is not None:
         curves = [_cut(curve, step) for curve in curves]
     settings = settings or FitSettings()
-    grid = loss_grid(curves, step=step, window=settings.window)
+    land = eta_landscape(
+        curves, step, window=settings.window, depth=settings.depth, optimizer=settings.optimizer
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
-        mean = grid.mean_loss
+        mean = land.grid.mean_loss
         log10_loss = np.where(mean > 0, np.log10(mean), np.nan)
-    stars = tuple(eta_star(grid))
-    fits = fit_regimes(stars, depth=settings.depth, optimizer=settings.optimizer)
     return Frame(
-        sweep, version, step, grid, stars, tuple(eta_div(grid)), log10_loss, fits, settings
+        sweep,
+        version,
+        step,
+        land.grid,
+        tuple(land.stars),
+        tuple(land.edges),
+        log10_loss,
+        land.star_fit,
+        settings,
     )
 
 
