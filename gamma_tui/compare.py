@@ -16,6 +16,7 @@ import numpy as np
 from gamma_tui.analysis import LossGrid, PowerFit, RegimeFits
 from gamma_tui.cache import Cache, CacheError
 from gamma_tui.pipeline import SweepAnalysis, analyze
+from gamma_tui.states import DIVERGED, DONE, MISSING
 
 REGIMES = ("lazy", "rich")
 
@@ -45,7 +46,7 @@ def compare_summary(results: Sequence[SweepAnalysis]) -> dict[str, Any]:
 def _sweep_entry(result: SweepAnalysis) -> dict[str, Any]:
     """One sweep's line of the comparison."""
     counts = result.info.counts
-    finished = sum(counts.get(state, 0) for state in ("done", "diverged"))
+    finished = sum(counts.get(state, 0) for state in (DONE, DIVERGED))
     return {
         "name": result.info.name,
         "depth": result.depth,
@@ -134,7 +135,7 @@ def _cells(grid: LossGrid) -> dict[tuple[str, str], tuple[float, float, float | 
     cells: dict[tuple[str, str], tuple[float, float, float | None]] = {}
     for g, gamma in enumerate(grid.gammas.tolist()):
         for h, eta in enumerate(grid.etas.tolist()):
-            if grid.state[g, h] == "missing":
+            if grid.state[g, h] == MISSING:
                 continue
             value = mean[g, h]
             log10 = math.log10(value) if math.isfinite(value) and value > 0 else None

@@ -1,4 +1,4 @@
-"""The paper's figures of a sweep (PAPER.md section 4) as PNG and SVG, plus summary.md.
+"""The paper's figures of a sweep (docs/science.md §5) as PNG and SVG, plus summary.md.
 
 Needs the optional extra `report` (matplotlib); the CLI imports this module only for
 `gamma-tui report`, and the ImportError below is what tells it the extra is missing. Figures
@@ -40,7 +40,7 @@ def write_report(
     step: float | None = None,
     window: float | None = None,
 ) -> list[Path]:
-    """Write the figures of PAPER.md section 4 and summary.md; returns the paths written.
+    """Write the figures of docs/science.md §5 and summary.md; returns the paths written.
     A sweep with λ_max diagnostics also gets sharpness.png/.svg and its fit in summary.md."""
     result = analyze(cache, sweep, step, window)
     summary = summary_of(result)

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from gamma_tui.analysis import EtaPoint, PowerFit
 from gamma_tui.pipeline import RICH_GAMMA, SweepAnalysis
+from gamma_tui.states import DIVERGED, DONE, RUNNING
 
 # ---------------------------------------------------------------- phase portrait
 
@@ -78,7 +79,7 @@ def _cell_boxes(result: SweepAnalysis) -> tuple[list[np.ndarray], np.ndarray, li
     mean = grid.mean_loss
     boxes, values, diverged = [], [], []
     for g in range(grid.gammas.size):
-        present = np.flatnonzero(np.isin(grid.state[g], ("done", "diverged", "running")))
+        present = np.flatnonzero(np.isin(grid.state[g], (DONE, DIVERGED, RUNNING)))
         half_eta = 0.5 * _step(log_eta[present])
         for h in present:
             x, y = log_gamma[g], log_eta[h]
@@ -90,7 +91,7 @@ def _cell_boxes(result: SweepAnalysis) -> tuple[list[np.ndarray], np.ndarray, li
                     [x - half_gamma, y + half_eta],
                 ]
             )
-            if grid.state[g, h] == "diverged":
+            if grid.state[g, h] == DIVERGED:
                 diverged.append(box)
             elif mean[g, h] > 0:
                 boxes.append(box)

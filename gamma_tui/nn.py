@@ -1,7 +1,7 @@
 """Layers of the paper's parameterization, for writing your own network (`[network] kind =
 "module"`) and used by the built-in vmap-path models (engine/functional.py).
 
-The μP + γ layout (PAPER.md §1): every weight starts i.i.d. N(0, 1) and every bias at 0, and
+The μP + γ layout (docs/science.md §1): every weight starts i.i.d. N(0, 1) and every bias at 0, and
 the width scaling lives only in forward multipliers: a hidden layer divides its output by
 sqrt(fan_in), the readout by fan_in. A network built from these layers (with LayerNorm or
 BatchNorm at their default gains 1 and biases 0 where it normalizes) follows the
@@ -73,7 +73,7 @@ class Conv2d(nn.Module):
     """A hidden convolution divided by sqrt(C_in), W ~ N(0, 1), b = 0.
 
     The multiplier is 1/sqrt(C_in), not 1/sqrt(C_in·k²): the reference code's StdConv2d and
-    the paper's CNN (PAPER.md §1). `padding` defaults to kernel // 2 (the output keeps the
+    the paper's CNN (docs/science.md §1). `padding` defaults to kernel // 2 (the output keeps the
     input's size at stride 1).
     """
 

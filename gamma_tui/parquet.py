@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from gamma_tui import __version__
 from gamma_tui.cache import Cache, RunState
+from gamma_tui.states import INTERRUPTED, RUNNING
 
 SPEC_SECTIONS = ("network", "data", "diagnostics")
 """Spec tables whose keys become `section.key` columns; the other keys are training's."""
@@ -62,7 +63,7 @@ def write_parquet(cache: Cache, sweep: str, output: Path) -> tuple[int, int]:
             {
                 "sweep": sweep,
                 "run_id": run.run_id,
-                "state": "running" if run.state == "interrupted" else run.state,
+                "state": RUNNING if run.state == INTERRUPTED else run.state,
                 "diverged_step": run.diverged_step,
                 **flatten_spec(json.loads(state.spec_json)),
             }

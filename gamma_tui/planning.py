@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gamma_tui.cache import Cache, RunInfo
 from gamma_tui.config import Preset, RunSpec, expand
 from gamma_tui.costs import flops_per_run
+from gamma_tui.states import DIVERGED, QUEUED, SKIPPED
 
 
 def make_shards(runs: Sequence[RunInfo], pieces: int = 1) -> list[list[str]]:
@@ -74,7 +75,7 @@ def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
     left: dict[str, int] = {}
     for spec in specs:
         run = known.get(spec.run_id)
-        if run is not None and (run.status in ("diverged", "skipped") or run.steps_done >= steps):
+        if run is not None and (run.status in (DIVERGED, SKIPPED) or run.steps_done >= steps):
             continue
         left[spec.run_id] = steps - (run.steps_done if run is not None else 0)
     pending = [s for s in specs if s.run_id in left]
@@ -87,7 +88,7 @@ def plan(cache: Cache, preset: Preset, workers: int = 1) -> Plan:
     per_step = flops_per_run(preset) / max(steps, 1)
     partial = sum(1 for r in known.values() if 0 < r.steps_done < steps and r.run_id in left)
     finished = len(specs) - len(left)
-    skipped = sum(1 for r in known.values() if r.status == "skipped")
+    skipped = sum(1 for r in known.values() if r.status == SKIPPED)
     return Plan(
         preset.name,
         len(specs),
@@ -110,7 +111,7 @@ def _planned(spec: RunSpec) -> RunInfo:
         spec.seed,
         spec.dtype,
         spec.shard_key,
-        "queued",
+        QUEUED,
         0,
         0,
         None,

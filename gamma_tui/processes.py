@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gamma_tui.cache import Cache, CacheError, pid_alive
+from gamma_tui.states import RUNNING
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def sweep_processes(cache: Cache) -> list[SweepProcess]:
     for sweep in cache.sweeps():
         owners: dict[str, int] = {}
         for run in cache.runs(sweep.name):
-            if run.state == "running" and run.lease_owner:
+            if run.state == RUNNING and run.lease_owner:
                 owners[run.lease_owner] = owners.get(run.lease_owner, 0) + 1
         for owner, count in owners.items():
             host, pid_text, tag = (owner.rsplit(":", 2) + ["", "", ""])[:3]

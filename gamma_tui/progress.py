@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gamma_tui.cache import Cache, RunInfo, SweepInfo
-from gamma_tui.states import FINAL_STATES
+from gamma_tui.states import DIVERGED, FINAL_STATES, RUNNING, SKIPPED
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ShardProgress:
     @property
     def training(self) -> bool:
         """Whether a live worker holds any of its runs."""
-        return self.counts.get("running", 0) > 0
+        return self.counts.get(RUNNING, 0) > 0
 
     @property
     def fraction(self) -> float:
@@ -124,7 +124,5 @@ def _state_counts(runs: Sequence[RunInfo]) -> dict[str, int]:
 def _steps(runs: Sequence[RunInfo]) -> tuple[int, int]:
     """(steps done, steps to do) of runs; a diverged or skipped run needs no more steps."""
     done = sum(min(r.steps_done, r.steps_target) for r in runs)
-    total = sum(
-        r.steps_done if r.status in ("diverged", "skipped") else r.steps_target for r in runs
-    )
+    total = sum(r.steps_done if r.status in (DIVERGED, SKIPPED) else r.steps_target for r in runs)
     return done, total

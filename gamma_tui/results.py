@@ -1,7 +1,7 @@
 """Reading sweeps back: resolve a SWEEP argument, a stored sweep's settings as one typed view,
 and its runs as analysis inputs.
 
-Shared by the CLI and the TUI so both show the same numbers (DESIGN.md invariant 7).
+Shared by the CLI and the TUI so both show the same numbers (docs/architecture.md, invariant 7).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from gamma_tui.config import Preset, RunSpec, expand
 from gamma_tui.planning import make_shards
 from gamma_tui.processes import register_driver, unregister_driver
 from gamma_tui.progress import SweepProgress, progress
+from gamma_tui.states import DIVERGED, DONE, INTERRUPTED, RUNNING
 
 
 def register(
@@ -115,9 +116,9 @@ def _first_stable_eta(column: Sequence[RunInfo]) -> float | None:
         by_eta[run.eta].append(run)
     for eta in sorted(by_eta, reverse=True):
         states = {r.status for r in by_eta[eta]}
-        if states == {"done"}:
+        if states == {DONE}:
             return eta
-        if "diverged" not in states:
+        if DIVERGED not in states:
             return None  # the largest undecided η is not known to be stable yet
     return None
 
@@ -168,7 +169,7 @@ def run_sweep(
                     break
                 ids += added
                 continue
-            free = [r for r in todo if r.lease_owner is None or r.state == "interrupted"]
+            free = [r for r in todo if r.lease_owner is None or r.state == INTERRUPTED]
             if not free:  # another live process trains these: watch until it is done
                 shards = []
                 tick()
@@ -203,4 +204,4 @@ def _made_progress(cache: Cache, todo: Sequence[RunInfo]) -> bool:
 
 def _held_elsewhere(cache: Cache, runs: Sequence[RunInfo]) -> bool:
     """Whether any of the runs is leased by a live worker (ours have all exited by now)."""
-    return any(r.state == "running" for r in cache.runs(run_ids=[r.run_id for r in runs]))
+    return any(r.state == RUNNING for r in cache.runs(run_ids=[r.run_id for r in runs]))

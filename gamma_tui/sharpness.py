@@ -1,6 +1,6 @@
 """The Hessian laws of a sweep: λ_max against γ at η*, edge-of-stability units and cell flags.
 
-PAPER.md §3.1 and §3.6: stability needs step size × λ_max < 2. The top Hessian eigenvalue of
+docs/science.md §3.1 and §3.5: stability needs step size × λ_max < 2. The top Hessian eigenvalue of
 the centered loss is ∝ γ^-2 at initialization (lazy) and ∝ γ^(-2/L) at the learned solution
 (rich), so η*·λ_max stays O(1) across γ (the edge-of-stability reading of η* ∝ γ^2, γ^(2/L)).
 Everything here reads the `sharpness` diagnostic the workers store (engine/diagnostics.py) and
@@ -30,6 +30,7 @@ from gamma_tui.analysis import PowerFit, fit_power_law
 from gamma_tui.cache import Cache
 from gamma_tui.config import Preset, expand
 from gamma_tui.results import StoredSweep, load_run_curves, stored_sweep
+from gamma_tui.states import DIVERGED, DONE
 
 EDGE = 2.0
 """Step size × λ_max at the edge of stability of gradient descent on a quadratic."""
@@ -71,7 +72,7 @@ def theory(depth: int, optimizer: str) -> dict[str, float | None]:
 def catapult(run: SharpnessRun) -> bool:
     """Above the edge at init, a loss spike, then λ_max below 2/step size, and no divergence."""
     lam = run.sharpness
-    if run.state == "diverged" or lam.size < 2 or not math.isfinite(lam[0]) or run.loss.size < 2:
+    if run.state == DIVERGED or lam.size < 2 or not math.isfinite(lam[0]) or run.loss.size < 2:
         return False
     if run.step_size * lam[0] <= EDGE:
         return False
@@ -86,7 +87,7 @@ def catapult(run: SharpnessRun) -> bool:
 def progressive(run: SharpnessRun) -> bool:
     """λ_max at the last measured step over λ_max at step 0 above PROGRESSIVE."""
     lam = run.sharpness[np.isfinite(run.sharpness)]
-    if run.state == "diverged" or lam.size < 2 or lam[0] <= 0:
+    if run.state == DIVERGED or lam.size < 2 or lam[0] <= 0:
         return False
     return bool(lam[-1] / lam[0] > PROGRESSIVE)
 
@@ -208,7 +209,7 @@ def cost_text(training: float, diagnostics: float) -> str:
 
 def _point(runs: list[SharpnessRun], gamma: float, star: float) -> dict[str, Any] | None:
     """λ_max at the end and at init of the finished runs at the grid η nearest η*(γ)."""
-    done = [r for r in runs if r.gamma == gamma and r.state == "done" and _finite(r.sharpness).size]
+    done = [r for r in runs if r.gamma == gamma and r.state == DONE and _finite(r.sharpness).size]
     if not done or not (star > 0):
         return None
     eta = min({r.eta for r in done}, key=lambda e: abs(math.log10(e / star)))

@@ -1,7 +1,7 @@
 """The paper's laws on real training: the toy presets and the depth-2 MLP preset, end to end.
 
 Marked slow (CI runs them after the fast suite): about 10 s for both toys and 15-30 s for the
-MLP preset on 2 CPU cores. Windows are the issue's acceptance criteria (PAPER.md section 3.1).
+MLP preset on 2 CPU cores. Windows are the issue's acceptance criteria (docs/science.md §3.1).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_mlp_depth_two_preset_reproduces_the_slopes(tmp_path: Path) -> None:
 def test_scale_free_optimizers_follow_gamma_and_gamma_to_one_over_depth(
     optimizer: str, tmp_path: Path
 ) -> None:
-    """SignSGD and Adam: η* ∝ γ (lazy) and γ^(1/L) (rich), on the depth-2 toy (PAPER.md §1)."""
+    """SignSGD and Adam: η* ∝ γ (lazy), γ^(1/L) (rich), on the depth-2 toy (docs/science.md §1)."""
     sweep = train(
         PAPER / "toy-chain-L2.toml",
         tmp_path / "runs",

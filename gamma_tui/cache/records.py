@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from gamma_tui.schedule import Chunk
+from gamma_tui.states import INTERRUPTED, RUNNING
 
 
 class CacheError(Exception):
@@ -41,8 +42,8 @@ class RunInfo:
     @property
     def state(self) -> str:
         """The status, with 'interrupted' for a running run whose worker stopped renewing."""
-        if self.status == "running" and (self.lease_expires or 0.0) < time.time():
-            return "interrupted"
+        if self.status == RUNNING and (self.lease_expires or 0.0) < time.time():
+            return INTERRUPTED
         return self.status
 
 

@@ -95,7 +95,7 @@ def lazy_exponent(optimizer: str = "sgd") -> float:
     SGD's step on a weight is η times a gradient ∝ 1/γ, and the output moves by that over γ:
     η/γ². SignSGD and Adam steps do not scale with the gradient: the output moves by η/γ.
     In the rich regime the weights must grow by γ^(1/L): η* ∝ γ^(2/L) for SGD, γ^(1/L) for
-    the others (PAPER.md §1).
+    the others (docs/science.md §1).
     """
     return 2.0 if optimizer == "sgd" else 1.0
 

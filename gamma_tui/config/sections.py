@@ -34,7 +34,7 @@ class NetworkConfig(Strict):
     reference's CIFAR ResNet-18 (widths 64..512 × N/64, BatchNorm; L = 3). kind "vit" is a
     small pre-norm vision transformer of width N with `depth` blocks of `heads` heads on
     `patch`×`patch` patches (L = 3 unless `depth_label` says otherwise). kind "chain" is the
-    scalar deep-linear toy model of PAPER.md §5: f = (Π w_l - 1)/γ with every w_l(0) = 1,
+    scalar deep-linear toy model of docs/science.md §1: f = (Π w_l - 1)/γ with every w_l(0) = 1,
     trained on data.kind = "scalar" (width, bias and activation unused). kind "module" is your
     own torch.nn.Module: `factory` names the function that builds it, which gets
     input_shape, outputs, width and `kwargs` as keyword arguments (gamma_tui.factories; depth,

@@ -35,10 +35,10 @@ KINDS = ("mnist1m", "cifar5m", "npz", "mnist1d", "cifar10_bin", "mnist_idx")
 """The dataset kinds `open_dataset` accepts."""
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-"""MNIST pixel statistics on the [0, 1] scale (PAPER.md §2)."""
+"""MNIST pixel statistics on the [0, 1] scale (docs/science.md §2)."""
 
 CIFAR_MEAN = np.array([121.4, 119.3, 109.83], dtype=np.float32)
-"""CIFAR-5M per-channel means on the 0..255 scale (PAPER.md §2)."""
+"""CIFAR-5M per-channel means on the 0..255 scale (docs/science.md §2)."""
 
 CIFAR_STD = np.array([63.1, 62.1, 66.6], dtype=np.float32)
 """CIFAR-5M per-channel standard deviations on the 0..255 scale."""

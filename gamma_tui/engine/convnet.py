@@ -1,6 +1,6 @@
 """The reference code's CNN as a batched ensemble, in the μP + γ + centering parameterization.
 
-Layout (Pehlevan-Group/Richness_Sweep, vision_tasks/models.py; PAPER.md §1), input C×H×W:
+Layout (Pehlevan-Group/Richness_Sweep, vision_tasks/models.py; docs/science.md §1), input C×H×W:
 
     conv 3×3, C → N channels, no padding, divided by sqrt(C);   ReLU; 2×2 average pool
     conv 3×3, N → 2N channels, no padding, divided by sqrt(N);  ReLU; 2×2 average pool

@@ -59,7 +59,7 @@ def _targets(classes: torch.Tensor, outputs: int, loss: str, dtype: torch.dtype)
 class TeacherStream:
     """Gaussian inputs x ~ N(0, I_D) labelled by a fixed random teacher.
 
-    teacher_mlp: y_c = Σ_k a_ck relu(u_k·x) / 2 with u_k ~ N(0, I/D), a_ck = ±1 (PAPER.md §5).
+    teacher_mlp: y_c = Σ_k a_ck relu(u_k·x)/2, u_k ~ N(0, I/D), a_ck = ±1 (docs/science.md §2).
     teacher_classes: the same teacher's argmax as a class label (one-hot {0,1} targets for
     MSE, indices for cross-entropy). teacher_linear: y = U x with U ~ N(0, I/D).
     teacher_powerlaw: inputs with covariance diag(k^-alpha), k = 1..D, and y = U x / sqrt(Σ_k

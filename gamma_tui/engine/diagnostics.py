@@ -11,7 +11,7 @@ The loss is the one training minimizes, on the centered output
 
     f(x) = (f_mu(x; θ) - f_mu(x; θ0)) / γ
 
-(PAPER.md §1), so the Hessian at initialization scales as γ^-2. Measured per member:
+(docs/science.md §1), so the Hessian at initialization scales as γ^-2. Measured per member:
 
 - `sharpness`: the top eigenvalue λ_max of the Hessian, by Lanczos on Hessian-vector products
   (double backward through the vmapped forward). The largest Ritz value never exceeds λ_max

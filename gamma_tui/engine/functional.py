@@ -1,8 +1,8 @@
 """The general ensemble path: any nn.Module trained as E members with torch.func.vmap.
 
 A model is written once as an ordinary module in the μP + γ layout (N(0, 1) weights with
-forward multipliers, 1/fan_in readout; PAPER.md §1), from the layers of gamma_tui.nn; your own
-network (module_family.py) takes this path too. Its parameters are stacked per member
+forward multipliers, 1/fan_in readout; docs/science.md §1), from the layers of gamma_tui.nn;
+your own network (module_family.py) takes this path too. Its parameters are stacked per member
 (E, *shape) and the members run as `vmap(functional_call)` over a shared batch, which turns
 the first layer into one wide layer and the rest into grouped or batched kernels. Gradients
 come from autograd through the vmapped forward. The module itself lives on the meta device: it

@@ -4,7 +4,7 @@ Every member has its own learning rate (E,). SGD needs no state and is applied b
 themselves, with the step size folded into the output gradient (the fast path). SignSGD and
 Adam act on raw gradients, so the trainer asks the model for them and calls `step` here.
 
-Learning rates (PAPER.md §1): SGD uses N·η for every parameter, which offsets the 1/N readout
+Learning rates (docs/science.md §1): SGD uses N·η for every parameter, which offsets the 1/N readout
 multiplier. SignSGD and Adam steps are O(η) per entry whatever the gradient's size, so they
 use the raw η for every parameter. That is not width-consistent (μP Adam would scale the
 hidden layers' rates with 1/sqrt(N)); within one sweep the width is fixed, so it shifts η*

@@ -25,6 +25,7 @@ from gamma_tui.engine.centering import CenteredEnsemble, Newcomers
 from gamma_tui.engine.diagnostics import seed_averaged
 from gamma_tui.engine.shard import Shard, member_bytes, memory_budget
 from gamma_tui.schedule import is_eval_step, next_boundary, reduce_losses
+from gamma_tui.states import DIVERGED, DONE, RUNNING
 
 
 @dataclass(eq=False)  # identity semantics: members are compared with `in`
@@ -314,9 +315,9 @@ class ShardTrainer:
             steps_done = member.pending_start + member.pending_count
             due = step - member.last_checkpoint >= self.options.checkpoint_every
             save = (done or due or checkpoint) and member.diverged_step is None
-            status = "running"
+            status = RUNNING
             if done:
-                status = "diverged" if member.diverged_step is not None else "done"
+                status = DIVERGED if member.diverged_step is not None else DONE
             losses = np.concatenate(member.pending) if member.pending else np.zeros(0, np.float32)
             updates.append(
                 Progress(

@@ -4,7 +4,7 @@ A `SweepSnapshot` holds everything the dashboard and the collapse view draw for 
 one data version: its runs, their curves (the analysis inputs), the curves reduced to a
 common log-time grid for plotting, the heatmap layout and the analysis `Frame` at the chosen
 step. Screens never query the cache or run analysis themselves; they receive snapshots and
-frames in messages (DESIGN.md invariants 2, 6, 7).
+frames in messages (docs/architecture.md, invariants 2, 6, 7).
 """
 
 from __future__ import annotations
