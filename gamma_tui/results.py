@@ -56,6 +56,8 @@ class StoredSweep:
     relative_eta: bool  # the η grid holds multipliers c of η = c·γ^p
     width: int  # the N of the step size N·η (1 for the scalar chain)
     scalar_target: float | None  # data.target of a scalar-data sweep, else None
+    model: str  # "KIND N<width> L<depth label>", as the run browser lists it
+    dataset: str  # data.kind
 
     @property
     def name(self) -> str:
@@ -87,6 +89,8 @@ class StoredSweep:
             relative_eta=preset.eta.scale == "relative",
             width=1 if network.kind == "chain" else int(network.width),
             scalar_target=float(data.target) if data.kind == "scalar" else None,
+            model=f"{network.kind} N{network.width} L{depth_label(network)}",
+            dataset=data.kind,
         )
 
 
@@ -106,6 +110,9 @@ def _from_raw(info: SweepInfo, why: str) -> StoredSweep:
         relative_eta=config.get("eta", {}).get("scale") == "relative",
         width=1 if network.get("kind") == "chain" else int(network.get("width", 1)),
         scalar_target=float(data.get("target", 1.0)) if data.get("kind") == "scalar" else None,
+        model=f"{network.get('kind', '?')} N{network.get('width', '?')} "
+        f"L{sweep_depth_label(config)}",
+        dataset=str(data.get("kind", "?")),
     )
 
 

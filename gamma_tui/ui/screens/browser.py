@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
 from gamma_tui.cache import Cache, CacheError, RunInfo, SweepInfo
-from gamma_tui.config import sweep_depth_label
+from gamma_tui.results import StoredSweep
 from gamma_tui.states import DIVERGED, DONE, FAILED, QUEUED, RUNNING
 from gamma_tui.ui.canvas import short_number
 from gamma_tui.ui.compare_view import color_style
@@ -28,8 +28,7 @@ SORT_KEYS = ("updated", "sweep", "state", "runs", "model", "dataset")
 
 def sweep_row(sweep: SweepInfo) -> dict[str, str]:
     """The table cells of one sweep."""
-    config = sweep.config
-    network, data = config.get("network", {}), config.get("data", {})
+    stored = StoredSweep.of(sweep)
     counts = sweep.counts
     return {
         "sweep": sweep.name,
@@ -40,9 +39,8 @@ def sweep_row(sweep: SweepInfo) -> dict[str, str]:
         "run": str(counts.get(RUNNING, 0)),
         "queued": str(counts.get(QUEUED, 0)),
         "fail": str(counts.get(FAILED, 0)),
-        "model": f"{network.get('kind', '?')} N{network.get('width', '?')} "
-        f"L{sweep_depth_label(config)}",
-        "dataset": str(data.get("kind", "?")),
+        "model": stored.model,
+        "dataset": stored.dataset,
         "steps": str(sweep.steps),
         "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(sweep.updated)),
     }
