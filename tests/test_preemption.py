@@ -33,9 +33,9 @@ from gamma_tui.runner import run_sweep
 
 pytest.importorskip("submitit")
 
-STEPS = 600
+STEPS = 6000  # several ~2 s commits even on a fast CPU, so a poll sees the job mid-run
 TEXT = tiny_preset_text(
-    train={"steps": STEPS, "checkpoint_every": 100},
+    train={"steps": STEPS, "checkpoint_every": 1000},
     gamma={"min": 0.1, "max": 10, "per_decade": 1},
 )
 
@@ -200,7 +200,7 @@ def test_time_limit_signal_checkpoints_and_counts_against_max_num_timeout(
 ) -> None:
     """submitit's own timer: USR2 comes `signal_delay_s` before timeout_min; with
     max_num_timeout = 0 the job checkpoints and is not requeued; its progress is merged."""
-    long = 20_000  # more than 25 s of training on any machine: the signal lands mid-run
+    long = 10**7  # far more than the job's minute: the signal always lands mid-run
     text = TEXT.replace(f"steps = {STEPS}", f"steps = {long}")
     backend = SlurmExecutor(
         tmp_path / "jobs",
