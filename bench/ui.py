@@ -198,7 +198,7 @@ def all_curves(snapshot: object, plot: object) -> list[float]:
     import numpy as np
 
     from gamma_tui.ui.canvas import ramp
-    from gamma_tui.ui.plots import PlotModel, Series, draw_curves
+    from gamma_tui.ui.curves import PlotModel, Series, draw_curves
 
     colors = ramp(len(snapshot.runs))  # type: ignore[attr-defined]
     series = tuple(Series(snapshot.log10_t, row, color)  # type: ignore[attr-defined]
