@@ -15,6 +15,7 @@ from rich.table import Table
 
 from gamma_tui.cli.common import (
     CacheOption,
+    JsonOption,
     StepOption,
     SweepArgument,
     WindowOption,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 def list_(
     cache: CacheOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     runs: Annotated[bool, typer.Option("--runs", help="List every run too.")] = False,
 ) -> None:
     """List the sweeps in the cache and the states of their runs."""
@@ -117,7 +118,7 @@ def show(sweep: SweepArgument, cache: CacheOption = None) -> None:
 def fit(
     sweep: SweepArgument,
     cache: CacheOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     step: StepOption = None,
     window: WindowOption = None,
 ) -> None:
@@ -141,7 +142,7 @@ def compare(
         list[str], typer.Argument(help="Two or more sweep names from `ls`, or preset paths.")
     ],
     cache: CacheOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     step: StepOption = None,
     window: WindowOption = None,
 ) -> None:

@@ -46,6 +46,12 @@ JobsOption = Annotated[
     ),
 ]
 SweepArgument = Annotated[str, typer.Argument(help="A sweep name from `ls`, or a preset path.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PresetOption = Annotated[Path, typer.Option(help="Preset the app opens on.")]
+PresetsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--presets", help="Another directory of presets for the launcher."),
+]
 StepOption = Annotated[
     float | None,
     typer.Option("--step", min=1, help="Choose η* by the loss at this step (default: the last)."),

@@ -21,6 +21,7 @@ from rich.table import Table
 from gamma_tui.cli.common import (
     CacheOption,
     JobsOption,
+    JsonOption,
     SweepArgument,
     err,
     open_cache,
@@ -323,7 +324,7 @@ def _confirm_size(preset: Any, yes: bool) -> None:
 
 def ps(
     cache: CacheOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List running sweeps: their drivers and the workers holding their runs."""
     from gamma_tui.processes import sweep_processes

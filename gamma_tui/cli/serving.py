@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from gamma_tui.cli.common import DEFAULT_PRESET, CacheOption, err, user_errors
+from gamma_tui.cli.common import (
+    DEFAULT_PRESET,
+    CacheOption,
+    PresetOption,
+    PresetsOption,
+    err,
+    user_errors,
+)
 
 
 def main_callback(
     ctx: typer.Context,
     cache: CacheOption = None,
-    preset: Annotated[Path, typer.Option(help="Preset the app opens on.")] = DEFAULT_PRESET,
-    presets: Annotated[
-        list[Path] | None,
-        typer.Option("--presets", help="Another directory of presets for the launcher."),
-    ] = None,
+    preset: PresetOption = DEFAULT_PRESET,
+    presets: PresetsOption = None,
 ) -> None:
     """Open the app when no command is given."""
     if ctx.invoked_subcommand is not None:
@@ -40,11 +43,8 @@ def serve(
         typer.Option(help="The URL browsers use, if not http://HOST:PORT (a tunnel's port)."),
     ] = None,
     cache: CacheOption = None,
-    preset: Annotated[Path, typer.Option(help="Preset the app opens on.")] = DEFAULT_PRESET,
-    presets: Annotated[
-        list[Path] | None,
-        typer.Option("--presets", help="Another directory of presets for the launcher."),
-    ] = None,
+    preset: PresetOption = DEFAULT_PRESET,
+    presets: PresetsOption = None,
 ) -> None:
     """Serve the app to a web browser (textual-serve); one app per browser tab, on this cache."""
     from gamma_tui.config import PresetError
