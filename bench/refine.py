@@ -58,6 +58,7 @@ class Measured:
     """What the comparison needs of one sweep (or replayed subset)."""
 
     stars: list[EtaPoint]
+    edges: list[EtaPoint]  # η_div
     star_fit: RegimeFits
     div_fit: RegimeFits
     runs: int
@@ -68,7 +69,9 @@ def measured(cache: Cache, sweep: str) -> Measured:
     """A trained sweep as it is."""
     result = analyze(cache, sweep)
     steps = sum(r.steps_done for r in cache.runs(sweep))
-    return Measured(result.stars, result.star_fit, result.div_fit, len(result.runs), steps)
+    return Measured(
+        result.stars, result.edges, result.star_fit, result.div_fit, len(result.runs), steps
+    )
 
 
 def replayed(cache: Cache, sweep: str, max_runs: int) -> Measured:
@@ -97,6 +100,7 @@ def replayed(cache: Cache, sweep: str, max_runs: int) -> Measured:
     stars, edges = eta_star(grid), eta_div(grid)
     return Measured(
         stars,
+        edges,
         fit_regimes(stars, depth=depth, optimizer=optimizer),
         fit_regimes(edges, depth=depth, optimizer=optimizer),
         len(chosen),
@@ -160,15 +164,23 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
         if not added:
             break
         rounds += 1
-        before, star = spent(), {(f"{g:.12g}", f"{e:.12g}") for g, e in proposal.eta_star}
+        before = spent()
         add(added)
-        cost = {"η*": 0, "η_div": 0, "γ": 0}
+        kinds = {
+            (f"{g:.12g}", f"{e:.12g}", seed): kind
+            for kind, runs in (
+                ("γ", proposal.gamma),
+                ("η_div", proposal.eta_div),
+                ("η*", proposal.eta_star),
+                ("seeds", proposal.confirm),
+            )
+            for g, e, seed in runs
+        }
+        cost = {"seeds": 0, "η*": 0, "η_div": 0, "γ": 0}
         for spec in added:
-            run = trained[(f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)]
-            kind = "η*" if (f"{spec.gamma:.12g}", f"{spec.eta:.12g}") in star else "η_div"
-            if (spec.gamma, spec.eta) in proposal.gamma:
-                kind = "γ"
-            cost[kind] += run.steps_done if run is not None else 0
+            key = (f"{spec.gamma:.12g}", f"{spec.eta:.12g}", spec.seed)
+            run = trained[key]
+            cost[kinds[key]] += run.steps_done if run is not None else 0
         print(
             f"round {rounds}: {len(added)} runs, {spent() - before:,} run-steps ("
             + ", ".join(f"{k} {v:,}" for k, v in cost.items() if v)
@@ -182,6 +194,7 @@ def oracle(cache: Cache, sweep: str, overrides: list[str]) -> Measured:
     steps = sum(r.steps_done for r in trained.values() if r is not None and r.status != "skipped")
     return Measured(
         stars,
+        edges,
         fit_regimes(stars, depth=depth, optimizer=optimizer),
         fit_regimes(edges, depth=depth, optimizer=optimizer),
         len(trained),
@@ -251,6 +264,17 @@ def main(
             f"{other.log10_interval:>9.3f}"
         )
     print(f"largest |Δ log10 η*|: {worst:.3f} decades")
+    edge_at = {round(math.log10(p.gamma), 6): p for p in refined.edges}
+    deltas = [
+        abs(math.log10(other.eta / point.eta))
+        for point in dense.edges
+        if (other := edge_at.get(round(math.log10(point.gamma), 6))) and point.ok and other.ok
+    ]
+    if deltas:
+        print(
+            f"η_div: largest |Δ log10| {max(deltas):.3f} decades, equal at "
+            f"{sum(d < 1e-9 for d in deltas)} of {len(deltas)} γ"
+        )
     print(slope_line("η*", dense, refined))
     print(slope_line("η_div", dense, refined))
     print(

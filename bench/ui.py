@@ -42,8 +42,13 @@ TARGET_STEPS = 10_000
 COMMIT_STEPS = 250
 COMMIT_SECONDS = 0.5
 PRESET = {
-    "name": "bench", "gammas": (0.01, 100.0, 3.75), "etas": (0.01, 10.0, 5.0), "seeds": 1,
-    "steps": TARGET_STEPS, "depth": 2, "scale": "relative",
+    "name": "bench",
+    "gammas": (0.01, 100.0, 3.75),
+    "etas": (0.01, 10.0, 5.0),
+    "seeds": 1,
+    "steps": TARGET_STEPS,
+    "depth": 2,
+    "scale": "relative",
 }
 
 
@@ -77,10 +82,18 @@ def writer(root: Path, seconds: float) -> None:
                     continue
                 end = min(run.steps_done + COMMIT_STEPS, TARGET_STEPS)
                 losses, _ = synthetic_curve(specs[run.run_id], end, run.steps_done)
-                updates.append(Progress(
-                    run.run_id, end, reduce_losses(run.steps_done, losses, preset.train.curve_cap),
-                    None, "done" if end >= TARGET_STEPS else "running", None,
-                    float(losses[-1]), wall_seconds=COMMIT_SECONDS))
+                updates.append(
+                    Progress(
+                        run.run_id,
+                        end,
+                        reduce_losses(run.steps_done, losses, preset.train.curve_cap),
+                        None,
+                        "done" if end >= TARGET_STEPS else "running",
+                        None,
+                        float(losses[-1]),
+                        wall_seconds=COMMIT_SECONDS,
+                    )
+                )
             if updates:
                 cache.commit(WRITER_OWNER, updates, ttl=FOREVER)
             time.sleep(COMMIT_SECONDS)
@@ -121,8 +134,12 @@ def first_paint(root: Path, repeats: int = 3) -> list[tuple[float, float]]:
     results = []
     for _ in range(repeats):
         started = time.time()
-        output = subprocess.run([sys.executable, __file__, "--first-paint", str(root)],
-                                capture_output=True, text=True, timeout=120)
+        output = subprocess.run(
+            [sys.executable, __file__, "--first-paint", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         line = [x for x in output.stdout.splitlines() if x.startswith("{")]
         if not line:
             raise RuntimeError(f"first-paint child failed: {output.stderr[-2000:]}")
@@ -156,8 +173,13 @@ async def key_latency(root: Path, presses: int) -> dict[str, list[float]]:
         done_at.append(time.perf_counter())
 
     HeatmapView._redraw = redraw  # type: ignore[method-assign]
-    results: dict[str, list[float]] = {"cursor": [], "step": [], "heatmap": [], "curves": [],
-                                       "snapshot": []}
+    results: dict[str, list[float]] = {
+        "cursor": [],
+        "step": [],
+        "heatmap": [],
+        "curves": [],
+        "snapshot": [],
+    }
     async with app.run_test(size=(120, 40)) as pilot:
         screen = app.get_screen("dashboard")
         assert isinstance(screen, DashboardScreen)
@@ -168,8 +190,10 @@ async def key_latency(root: Path, presses: int) -> dict[str, list[float]]:
         # Scrub t back 8 positions, then forward 8, and so on (each press a new step).
         step_keys = ["left_square_bracket"] * 8 + ["right_square_bracket"] * 8
         for index in range(presses):
-            for kind, key in (("cursor", cursor_keys[index % 4]),
-                              ("step", step_keys[index % len(step_keys)])):
+            for kind, key in (
+                ("cursor", cursor_keys[index % 4]),
+                ("step", step_keys[index % len(step_keys)]),
+            ):
                 count = len(done_at)
                 started = time.perf_counter()
                 await pilot.press(key)
@@ -201,11 +225,20 @@ def all_curves(snapshot: object, plot: object) -> list[float]:
     from gamma_tui.ui.curves import PlotModel, Series, draw_curves
 
     colors = ramp(len(snapshot.runs))  # type: ignore[attr-defined]
-    series = tuple(Series(snapshot.log10_t, row, color)  # type: ignore[attr-defined]
-                   for row, color in zip(snapshot.log10_loss, colors, strict=True))  # type: ignore[attr-defined]
+    series = tuple(
+        Series(snapshot.log10_t, row, color)  # type: ignore[attr-defined]
+        for row, color in zip(snapshot.log10_loss, colors, strict=True)
+    )  # type: ignore[attr-defined]
     finite = snapshot.log10_loss[np.isfinite(snapshot.log10_loss)]  # type: ignore[attr-defined]
-    model = PlotModel(series, (0.0, 4.0), (float(finite.min()), float(finite.max())), True,
-                      None, (220, 220, 220), (20, 20, 30))
+    model = PlotModel(
+        series,
+        (0.0, 4.0),
+        (float(finite.min()), float(finite.max())),
+        True,
+        None,
+        (220, 220, 220),
+        (20, 20, 30),
+    )
     times = []
     for _ in range(10):
         started = time.perf_counter()
@@ -221,8 +254,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def report(paint: list[tuple[float, float]], keys: dict[str, list[float]],
-           floor: float) -> None:
+def report(paint: list[tuple[float, float]], keys: dict[str, list[float]], floor: float) -> None:
     """Print every measurement next to its target."""
     ms = 1000.0
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -247,13 +279,19 @@ def report(paint: list[tuple[float, float]], keys: dict[str, list[float]],
     print("dashboard redraw at 120x40 (median):")
     row("heatmap (16 x 26 cells)", statistics.median(keys["heatmap"]) * ms, 50)
     row("curve panel (one γ column, seed bands)", statistics.median(keys["curves"]) * ms, 50)
-    row("heatmap + curves", (statistics.median(keys["heatmap"])
-                             + statistics.median(keys["curves"])) * ms, 50)
+    row(
+        "heatmap + curves",
+        (statistics.median(keys["heatmap"]) + statistics.median(keys["curves"])) * ms,
+        50,
+    )
     row("all 256 curves x 10k steps in one plot", statistics.median(keys["all256"]) * ms, 50)
     if keys["snapshot"]:
         print("off the UI thread (for information):")
-        row("snapshot build: read 256 curves + analysis", statistics.median(keys["snapshot"]) * ms,
-            None)
+        row(
+            "snapshot build: read 256 curves + analysis",
+            statistics.median(keys["snapshot"]) * ms,
+            None,
+        )
 
 
 def main() -> None:
@@ -273,11 +311,14 @@ def main() -> None:
         root = Path(folder) / "runs"
         started = time.perf_counter()
         build_cache(root)
-        print(f"cache: 256 runs x {TARGET_STEPS} steps, prefilled to {PREFILL_STEPS} "
-              f"in {time.perf_counter() - started:.1f} s; writer commits {COMMIT_STEPS} steps "
-              f"x 256 runs every {COMMIT_SECONDS} s")
-        background = subprocess.Popen([sys.executable, __file__, "--writer", str(root),
-                                       "--seconds", str(args.seconds)])
+        print(
+            f"cache: 256 runs x {TARGET_STEPS} steps, prefilled to {PREFILL_STEPS} "
+            f"in {time.perf_counter() - started:.1f} s; writer commits {COMMIT_STEPS} steps "
+            f"x 256 runs every {COMMIT_SECONDS} s"
+        )
+        background = subprocess.Popen(
+            [sys.executable, __file__, "--writer", str(root), "--seconds", str(args.seconds)]
+        )
         try:
             time.sleep(1.0)
             floor = import_floor()

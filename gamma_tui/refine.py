@@ -12,7 +12,15 @@ whichever is wider); the η_div bracket is bisected on the lattice until its hal
 within the precision or the bracket is one lattice step. With `gamma = true`, a γ column is
 added halfway between the columns around the crossover of the lazy and rich fits. Every new
 η is made the way the grid makes its own (c = 10^(lo + k/n) rounded, times γ^p for a relative
-grid), so a sweep with n points per decade has the same point and shares the run. No torch.
+grid), so a sweep with n points per decade has the same point and shares the run.
+
+Seeds: the grid and the search train the first `explore_seeds` seeds (preset.grid_seeds).
+Once a γ's search has settled, its η* cell and both neighbours, and its highest stable η,
+get every seed (`confirm`); the η* and η_div that come out are then the full seed mean and
+spread where it matters, and a confirmation that moves the optimum or diverges reopens the
+search. Why: the cells away from the optimum only steer the search, and one seed steers it as
+well as all once the analysis scales a cell by its seeds' offsets (analysis.grids._cell_mean);
+the answer needs every seed (README, Refinement). No torch.
 """
 
 from __future__ import annotations
@@ -46,18 +54,23 @@ _DECIMALS = 6
 _ON_LATTICE = 1e-6
 
 
+Run = tuple[float, float, int]
+"""(γ, η, seed) of one run a round adds."""
+
+
 @dataclass(frozen=True)
 class Proposal:
-    """The cells one refinement round adds, by what asked for them."""
+    """The runs one refinement round adds, by what asked for them."""
 
-    eta_star: list[tuple[float, float]]  # (γ, η) around η*
-    eta_div: list[tuple[float, float]]  # inside the bracket of η_div
-    gamma: list[tuple[float, float]]  # the cells of new γ columns
+    eta_star: list[Run]  # explored around η*
+    eta_div: list[Run]  # explored inside the bracket of η_div
+    gamma: list[Run]  # the cells of new γ columns
+    confirm: list[Run]  # the other seeds of the cells that decide η* and η_div
 
     @property
-    def cells(self) -> list[tuple[float, float]]:
-        """All cells, η* first (they come first when max_runs cuts a round short)."""
-        return [*self.eta_star, *self.eta_div, *self.gamma]
+    def runs(self) -> list[Run]:
+        """Every run, confirmations and η* first (they come first when max_runs cuts a round)."""
+        return [*self.confirm, *self.eta_star, *self.eta_div, *self.gamma]
 
 
 @dataclass(frozen=True)
@@ -90,19 +103,25 @@ class Lattice:
 
 
 def propose(preset: Preset, curves: Sequence[RunCurve]) -> Proposal:
-    """The cells the next round adds (none: every γ is known to the precision)."""
+    """The runs the next round adds (none: every γ is known to the precision)."""
     settings = preset.refine
     if settings is None:
-        return Proposal([], [], [])
+        return Proposal([], [], [], [])
     grid = loss_grid(curves, step=float(preset.train.steps), window=preset.analysis.window)
-    have = {(_key(r.gamma), _key(r.eta)) for r in curves}
+    have = {(_key(r.gamma), _key(r.eta), int(r.seed)) for r in curves}
+    cells = {(g, e) for g, e, _ in have}
     lattice = Lattice.of(preset)
     precision = settings.eta_precision
     with np.errstate(invalid="ignore", divide="ignore"):
         log_loss = np.log(grid.mean_loss)  # NaN where a seed diverged or no data
     blocked = grid.diverged.any(axis=0)
+    # diverged only for seeds the search does not train: bisecting below it takes every seed
+    explore_rows = np.isin(grid.seeds, preset.grid_seeds)
+    by_others = blocked & ~grid.diverged[explore_rows].any(axis=0)
     star_cells: list[tuple[float, float]] = []
     div_cells: list[tuple[float, float]] = []
+    confirm: list[tuple[float, float]] = []  # η* and its neighbours: every seed
+    edge_cells: list[tuple[float, float]] = []  # η_div: the other seeds
     stars = eta_star(grid)
     for g, gamma in enumerate(grid.gammas.tolist()):
         present = np.flatnonzero(np.isfinite(log_loss[g]) | blocked[g])
@@ -113,16 +132,33 @@ def propose(preset: Preset, curves: Sequence[RunCurve]) -> Proposal:
             u=np.array([lattice.position(e, scale) for e in grid.etas[present]]),
             log_loss=log_loss[g, present],
             diverged=blocked[g, present],
+            by_others=by_others[g, present],
         )
         err = stars[g].log10_eta_err if stars[g].ok else 0.0
         limit = max(precision, err if math.isfinite(err) else 0.0) / _SPACING_TO_STD
-        star_cells += [
-            (gamma, lattice.eta(k, scale)) for k in _star_steps(column, limit * lattice.n)
-        ]
-        edge = _div_steps(column, 2 * precision * lattice.n)
-        div_cells += [(gamma, lattice.eta(k, scale)) for k in edge]
+        star = _star_steps(column, limit * lattice.n)
+        star_cells += [(gamma, lattice.eta(k, scale)) for k in star]
+        edge, settled = _div_steps(column, 2 * precision * lattice.n)
+        (edge_cells if settled else div_cells).extend((gamma, lattice.eta(k, scale)) for k in edge)
+        at = grid.etas[present]
+        if not star:
+            confirm += [(gamma, float(at[i])) for i in _star_cells(column)]
+        if not edge:  # the explore seeds' η_div is settled: is it every seed's?
+            edge_cells += [(gamma, float(at[i])) for i in _top_stable(column)]
     gamma_cells = _gamma_columns(preset, stars, grid.gammas) if settings.gamma else []
-    return Proposal(*(_new(cells, have) for cells in (star_cells, div_cells, gamma_cells)))
+    explore = preset.grid_seeds
+    others = [seed for seed in preset.seeds if seed not in explore]
+    return Proposal(
+        eta_star=_new(star_cells, explore, have, cells),
+        eta_div=_new(div_cells, explore, have, cells),
+        gamma=_new(gamma_cells, explore, have, cells),
+        confirm=[
+            *_new(confirm, preset.seeds, have, cells, fill=True),
+            # the explore seeds are stable below their own η_div: only the others are news
+            *_new(edge_cells, others, have, cells, fill=True),
+            *_new(edge_cells, others, have, cells),
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,7 @@ class _Column:
     u: np.ndarray
     log_loss: np.ndarray  # NaN where diverged
     diverged: np.ndarray
+    by_others: np.ndarray  # diverged, but not for the explore seeds
 
 
 def _star_steps(col: _Column, limit: float) -> list[int]:
@@ -179,24 +216,43 @@ def _star_steps(col: _Column, limit: float) -> list[int]:
     ]
 
 
-def _div_steps(col: _Column, limit: float) -> list[int]:
-    """The lattice point halfway inside the η_div bracket while it is wider than `limit`.
+def _div_steps(col: _Column, limit: float) -> tuple[list[int], bool]:
+    """The lattice point halfway inside the η_div bracket while it is wider than `limit`, and
+    whether it takes every seed.
 
     The bracket is the highest η with no seed diverged and the nearest diverged η above it;
-    a bracket of one lattice step is as fine as the lattice goes.
+    a bracket of one lattice step is as fine as the lattice goes. The explore seeds are
+    stable anywhere below an η where only the other seeds diverged, so such a bracket is
+    bisected with every seed.
     """
     stable = np.flatnonzero(np.isfinite(col.log_loss))
     if stable.size == 0:
-        return []
+        return [], False
     top = int(stable[-1])
     above = np.flatnonzero(col.diverged[top + 1 :])
     if above.size == 0:
-        return []
-    lo, hi = col.u[top], col.u[top + 1 + int(above[0])]
+        return [], False
+    upper = top + 1 + int(above[0])
+    lo, hi = col.u[top], col.u[upper]
     if hi - lo <= max(limit, 1.0) + _ON_LATTICE:
-        return []
+        return [], False
     inner = (math.floor(lo + _ON_LATTICE) + 1, math.ceil(hi - _ON_LATTICE) - 1)
-    return [int(np.clip(round(0.5 * (lo + hi)), *inner))]
+    return [int(np.clip(round(0.5 * (lo + hi)), *inner))], bool(col.by_others[upper])
+
+
+def _star_cells(col: _Column) -> list[int]:
+    """Indices of the η* cell (lowest seed-mean loss) and its neighbours that did not diverge."""
+    finite = np.isfinite(col.log_loss)
+    if not finite.any():
+        return []
+    i = int(np.argmin(np.where(finite, col.log_loss, np.inf)))
+    return [j for j in (i - 1, i, i + 1) if 0 <= j < col.u.size and finite[j]]
+
+
+def _top_stable(col: _Column) -> list[int]:
+    """The index of the highest η no seed diverged at (η_div), if any."""
+    stable = np.flatnonzero(np.isfinite(col.log_loss))
+    return [int(stable[-1])] if stable.size else []
 
 
 def _vertex(u: np.ndarray, y: np.ndarray) -> float:
@@ -237,22 +293,32 @@ def _key(value: float) -> str:
     return f"{float(value):.12g}"
 
 
-def _new(cells: list[tuple[float, float]], have: set[tuple[str, str]]) -> list[tuple[float, float]]:
-    """The cells not yet in the sweep, each once, in order."""
+def _new(
+    cells: list[tuple[float, float]],
+    seeds: Sequence[int],
+    have: set[tuple[str, str, int]],
+    have_cells: set[tuple[str, str]],
+    fill: bool = False,
+) -> list[Run]:
+    """The runs of `cells` with `seeds` the sweep lacks, each once, in order: of new cells
+    only, or (`fill`) of cells it already has."""
     fresh = []
     for gamma, eta in cells:
-        key = (_key(gamma), _key(eta))
-        if key not in have and eta > 0:
-            have.add(key)
-            fresh.append((gamma, eta))
+        cell = (_key(gamma), _key(eta))
+        if eta <= 0 or (cell in have_cells) != fill:
+            continue
+        for seed in seeds:
+            if (*cell, seed) not in have:
+                have.add((*cell, seed))
+                fresh.append((gamma, eta, seed))
+        have_cells.add(cell)
     return fresh
 
 
 def round_specs(preset: Preset, proposal: Proposal, room: int) -> list[RunSpec]:
-    """RunSpecs of the proposal's cells (every seed), cut to at most `room` runs."""
-    seeds = len(preset.seeds)
-    cells = proposal.cells[: max(room, 0) // seeds]
-    return [run_spec(preset, gamma, eta, seed) for gamma, eta in cells for seed in preset.seeds]
+    """RunSpecs of the proposal's runs, cut to at most `room`."""
+    runs = proposal.runs[: max(room, 0)]
+    return [run_spec(preset, gamma, eta, seed) for gamma, eta, seed in runs]
 
 
 def estimate(preset: Preset) -> tuple[int, int]:
@@ -260,7 +326,9 @@ def estimate(preset: Preset) -> tuple[int, int]:
 
     Per γ, every lattice point inside the two grid gaps next to the η* cell (the walk towards
     the optimum stays there unless the seeds move η* to another grid cell), one outward step,
-    and the bisections of one grid gap down to the lattice step for η_div; the cap bounds it.
+    and the bisections of one grid gap down to the lattice step for η_div, each with the
+    explore seeds; then the other seeds of the η* cell, its neighbours and the highest stable
+    η. The cap bounds it.
     """
     settings = preset.refine
     if settings is None:
@@ -269,9 +337,10 @@ def estimate(preset: Preset) -> tuple[int, int]:
     inside = max(round(lattice.n / preset.eta.per_decade) - 1, 0)
     star = 2 * inside + 1
     div = math.ceil(math.log2(inside + 1)) if inside else 0
+    explore = len(preset.grid_seeds)
     columns = len(preset.gamma.values()) + (1 if settings.gamma else 0)
-    per_column = (star + div) * len(preset.seeds)
-    extra_column = len(preset.eta.values()) * len(preset.seeds) if settings.gamma else 0
+    per_column = (star + div) * explore + 4 * (len(preset.seeds) - explore)
+    extra_column = len(preset.eta.values()) * explore if settings.gamma else 0
     most = columns * per_column + extra_column
     room = max(settings.max_runs - preset.run_count(), 0)
     return min(most, room), settings.max_runs

@@ -100,6 +100,24 @@ def test_loss_grid_sorts_merges_round_off_and_fills_missing() -> None:
     np.testing.assert_allclose(grid.mean_loss, [[1.0, 3.0], [2.0, np.nan]])
 
 
+def test_cells_some_seeds_lack_are_scaled_by_the_seeds_they_have() -> None:
+    """Full cells are the plain seed mean; a cell with seed 0 only is seed 0's loss times
+    seed 0's ratio to the mean at the γ's full cells, so a lucky seed does not win alone."""
+    factor = {0: 0.2, 1: 1.0, 2: 1.8}  # seed 0 reaches a fifth of the others' loss
+    runs = [flat_run(1.0, eta, s, factor[s] * base) for eta, base in ((1e-2, 4.0), (1e-1, 3.0))
+            for s in factor]  # fmt: skip
+    runs.append(flat_run(1.0, 1.0, 0, factor[0] * 3.5))  # seed 0 only: really 3.5, worse
+    runs.append(flat_run(1.0, 10.0, 1, 2.0))  # seed 1 only
+    mean = loss_grid(runs).mean_loss[0]
+    np.testing.assert_allclose(mean[:2], [4.0, 3.0])  # full cells: unchanged
+    np.testing.assert_allclose(mean[2], 3.5, rtol=1e-12)  # ratio 1/0.2 recovered exactly
+    np.testing.assert_allclose(mean[3], 2.0)  # seed 1 is the size of the seed mean
+    assert eta_star(loss_grid(runs))[0].eta == 10.0  # not seed 0's lucky η = 1
+    # without a full cell there is nothing to scale by: the plain mean of what is there
+    alone = loss_grid([flat_run(1.0, 1e-2, 0, 0.8), flat_run(1.0, 1e-1, 1, 3.0)])
+    np.testing.assert_allclose(alone.mean_loss[0], [0.8, 3.0])
+
+
 def test_loss_grid_window_mean_and_sparse_interpolation() -> None:
     linear = run(1.0, 1.0, 0, np.arange(1.0, 101.0))
     assert loss_grid([linear]).loss[0, 0, 0] == pytest.approx(np.mean(np.arange(95, 101)))

@@ -54,8 +54,9 @@ class LossGrid:
 
     @property
     def mean_loss(self) -> np.ndarray:
-        """(G, H) mean over seeds of finite losses; NaN where any seed diverged or none has data."""
-        return _seed_mean(self.loss, self.diverged, axis=0)
+        """(G, H) seed-mean loss (_cell_mean: a cell some seeds lack is scaled by those it
+        has); NaN where any seed diverged or none has data."""
+        return _cell_mean(self.loss, self.diverged, axis=0)
 
 
 class _RunIndex(NamedTuple):
@@ -201,11 +202,41 @@ def _seed_mean(loss: np.ndarray, diverged: np.ndarray, axis: int) -> np.ndarray:
     return mean
 
 
+def _cell_mean(loss: np.ndarray, diverged: np.ndarray, axis: int) -> np.ndarray:
+    """Seed-mean loss per (γ, η) cell of (..., seed at `axis`, ..., G, H) arrays.
+
+    A cell with every seed finite is their plain mean. A cell that lacks some seeds (a
+    refinement explores with one; a sweep in progress) would be compared on whichever seeds it
+    has, and seeds differ a lot: on paper/mlp-L3 seed 0's loss at γ = 1e-3 is e^-1.8 of the seed
+    mean. So each present seed's loss is multiplied by its ratio to the seed mean, the geometric
+    mean of that ratio over the γ's full cells (no full cell: ratio 1), before averaging.
+    NaN where any seed diverged or none is finite.
+    """
+    finite = np.isfinite(loss)
+    count = finite.sum(axis=axis)
+    plain = _seed_mean(loss, diverged, axis)
+    full = finite.all(axis=axis) & ~diverged.any(axis=axis)  # (..., G, H)
+    partial = (count > 0) & ~full & ~diverged.any(axis=axis)
+    if not partial.any() or not full.any():
+        return plain
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # log(seed mean / seed loss) at full cells, averaged over each row's full cells
+        log_ratio = np.where(
+            np.expand_dims(full, axis), np.log(np.expand_dims(plain, axis) / loss), 0.0
+        )
+        n_full = full.sum(axis=-1)  # (..., G)
+        mean_ratio = log_ratio.sum(axis=-1) / np.expand_dims(np.maximum(n_full, 1), axis)
+        scaled = loss * np.exp(mean_ratio)[..., None]
+        corrected = _seed_mean(scaled, diverged, axis)
+    use = partial & (n_full > 0)[..., None]
+    return np.where(use, corrected, plain)
+
+
 def _log_seed_mean(
     loss: np.ndarray, diverged: np.ndarray, axis: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Natural log of the seed-mean loss, and where any seed diverged."""
-    mean = _seed_mean(loss, diverged, axis)
+    """Natural log of the seed-mean loss (_cell_mean), and where any seed diverged."""
+    mean = _cell_mean(loss, diverged, axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_mean = np.where(mean > 0, np.log(mean), np.nan)
     return log_mean, np.asarray(diverged.any(axis=axis))

@@ -233,6 +233,12 @@ def _print_plan(store: Cache, preset: Any, settings: Any) -> None:
             "around each γ's η* and inside each η_div bracket"
             + ("; a γ column at the lazy/rich crossover" if preset.refine.gamma else "")
         )
+        explore, seeds = len(preset.grid_seeds), len(preset.seeds)
+        if explore < seeds:
+            out.print(
+                f"the grid and the search train {explore} of the {seeds} seeds; the cells "
+                "that decide η* and η_div get all of them (refine.explore_seeds)"
+            )
     out.print(describe_backend(settings, store.root))
     for index, shard in enumerate(found.shards, start=1):
         out.print(

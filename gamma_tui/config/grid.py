@@ -125,12 +125,13 @@ def resolve_dtype(preset: Preset, gamma: float) -> Literal["float32", "float64"]
 
 
 def expand(preset: Preset) -> list[RunSpec]:
-    """One RunSpec per (γ, η, seed) of the preset's grid, γ-major, η descending, then seed."""
+    """One RunSpec per (γ, η, seed) of the preset's grid (its grid_seeds), γ-major, η
+    descending, then seed."""
     return [
         run_spec(preset, gamma, eta, seed)
         for gamma in preset.gamma.values()
         for eta in sorted(eta_values(preset, gamma), reverse=True)
-        for seed in preset.seeds
+        for seed in preset.grid_seeds
     ]
 
 

@@ -90,6 +90,12 @@ class Preset(Strict):
             raise ValueError("the scalar toy model needs data.outputs = 1 and train.batch_size = 1")
         if self.data.kind == "teacher_classes" and self.data.outputs < 2:
             raise ValueError("data.outputs must be >= 2 for 'teacher_classes'")
+        explore = self.refine.explore_seeds if self.refine is not None else None
+        if explore is not None and explore > len(self.seeds):
+            raise ValueError(
+                f"refine.explore_seeds = {explore} but the preset has {len(self.seeds)} seed(s):"
+                f" at most {len(self.seeds)}, or leave it out for 1"
+            )
         problem = diagnostics_problem(self)
         if problem:
             raise ValueError(problem)
@@ -100,9 +106,16 @@ class Preset(Strict):
             )
         return self
 
+    @property
+    def grid_seeds(self) -> list[int]:
+        """The seeds the grid trains: all of them, or the first [refine] explore_seeds (the
+        refinement rounds add the other seeds where they decide η* and η_div)."""
+        explore = self.refine.explore_seeds if self.refine is not None else None
+        return self.seeds if explore is None else self.seeds[:explore]
+
     def run_count(self) -> int:
         """Number of runs the grid expands to (before any cut-off)."""
-        return len(self.gamma.values()) * len(self.eta.values()) * len(self.seeds)
+        return len(self.gamma.values()) * len(self.eta.values()) * len(self.grid_seeds)
 
     @cached_property
     def module_digest(self) -> str | None:

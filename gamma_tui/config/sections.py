@@ -276,11 +276,17 @@ class RefineConfig(Strict):
     alone exceeds it, and bisects the bracket of η_div until its half-width is within it. With
     `gamma`, a γ column is added where the lazy and rich fits of η* cross. `max_runs` caps the
     sweep's runs, grid included. Added runs are ordinary runs with their own ids.
+
+    The grid and the search train the first `explore_seeds` seeds only; the cells that decide
+    the answer (each γ's η* cell and its two neighbours once the search has settled, and its
+    highest stable η) get every seed, so η* and its interval are the full seed mean and
+    spread there. None explores with every seed.
     """
 
     eta_precision: float = Field(0.05, gt=0, le=10)
     max_runs: int = Field(400, ge=1, le=MAX_GRID_RUNS)
     gamma: bool = False
+    explore_seeds: int | None = Field(1, ge=1)
 
 
 class AnalysisConfig(Strict):

@@ -198,7 +198,7 @@ def estimate(cache_dir: Path, preset: Preset) -> str:
     finished = found.finished - found.skipped
     partial = found.cached - found.finished
     return (
-        f"[b]{found.total}[/] runs = {gammas} γ × {etas} η × {len(preset.seeds)} seeds · "
+        f"[b]{found.total}[/] runs = {gammas} γ × {etas} η × {len(preset.grid_seeds)} seeds · "
         f"cached: [b]{finished}[/] finished, {partial} partial"
         + (f", {found.skipped} cut off" if found.skipped else "")
         + f" · to train: ≤{_si(found.steps_left)} run-steps in {found.ensembles} ensemble "
