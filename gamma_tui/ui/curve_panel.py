@@ -93,7 +93,8 @@ def curve_panel(
     else:
         y_range = _y_range(series)
     step = frame.step
-    empty = "no λ_max measured: [diagnostics] sharpness = true" if sharpness else "no data yet"
+    # short enough for the panel at 80 columns; the map's legend says how to measure it
+    empty = "no λ_max in this sweep" if sharpness else "no data yet"
     model = PlotModel(
         tuple(series) if len(series) > int(sharpness) else (),
         (0.0, top),
