@@ -182,10 +182,10 @@ def _star_steps(col: _Column, limit: float) -> list[int]:
     the gap, at least one step from either end; a target at the cell itself closes every wide
     gap with the farthest point still within `limit` of the cell.
     """
-    finite = np.isfinite(col.log_loss)
-    if not finite.any() or col.u.size < 2:
+    i = _best(col)
+    if i is None or col.u.size < 2:
         return []
-    i = int(np.argmin(np.where(finite, col.log_loss, np.inf)))
+    finite = np.isfinite(col.log_loss)
     if i in (0, col.u.size - 1):  # unbracketed: step outward by the neighbouring gap
         j = 1 if i == 0 else col.u.size - 2
         return [_snap(col.u[i] + (col.u[i] - col.u[j]))]
@@ -225,10 +225,9 @@ def _div_steps(col: _Column, limit: float) -> tuple[list[int], bool]:
     stable anywhere below an η where only the other seeds diverged, so such a bracket is
     bisected with every seed.
     """
-    stable = np.flatnonzero(np.isfinite(col.log_loss))
-    if stable.size == 0:
+    if not (stable := _top_stable(col)):
         return [], False
-    top = int(stable[-1])
+    top = stable[0]
     above = np.flatnonzero(col.diverged[top + 1 :])
     if above.size == 0:
         return [], False
@@ -240,12 +239,17 @@ def _div_steps(col: _Column, limit: float) -> tuple[list[int], bool]:
     return [int(np.clip(round(0.5 * (lo + hi)), *inner))], bool(col.by_others[upper])
 
 
-def _star_cells(col: _Column) -> list[int]:
-    """Indices of the η* cell (lowest seed-mean loss) and its neighbours that did not diverge."""
+def _best(col: _Column) -> int | None:
+    """The index of the η* cell (lowest seed-mean loss), None when nothing is finite."""
     finite = np.isfinite(col.log_loss)
-    if not finite.any():
+    return int(np.argmin(np.where(finite, col.log_loss, np.inf))) if finite.any() else None
+
+
+def _star_cells(col: _Column) -> list[int]:
+    """Indices of the η* cell and its neighbours that did not diverge."""
+    if (i := _best(col)) is None:
         return []
-    i = int(np.argmin(np.where(finite, col.log_loss, np.inf)))
+    finite = np.isfinite(col.log_loss)
     return [j for j in (i - 1, i, i + 1) if 0 <= j < col.u.size and finite[j]]
 
 

@@ -212,11 +212,10 @@ def _cell_mean(loss: np.ndarray, diverged: np.ndarray, axis: int) -> np.ndarray:
     mean of that ratio over the γ's full cells (no full cell: ratio 1), before averaging.
     NaN where any seed diverged or none is finite.
     """
-    finite = np.isfinite(loss)
-    count = finite.sum(axis=axis)
+    finite, blocked = np.isfinite(loss), diverged.any(axis=axis)
     plain = _seed_mean(loss, diverged, axis)
-    full = finite.all(axis=axis) & ~diverged.any(axis=axis)  # (..., G, H)
-    partial = (count > 0) & ~full & ~diverged.any(axis=axis)
+    full = finite.all(axis=axis) & ~blocked  # (..., G, H)
+    partial = finite.any(axis=axis) & ~full & ~blocked
     if not partial.any() or not full.any():
         return plain
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -90,7 +90,7 @@ class Preset(Strict):
             raise ValueError("the scalar toy model needs data.outputs = 1 and train.batch_size = 1")
         if self.data.kind == "teacher_classes" and self.data.outputs < 2:
             raise ValueError("data.outputs must be >= 2 for 'teacher_classes'")
-        explore = self.refine.explore_seeds if self.refine is not None else None
+        explore = self._explore_seeds
         if explore is not None and explore > len(self.seeds):
             raise ValueError(
                 f"refine.explore_seeds = {explore} but the preset has {len(self.seeds)} seed(s):"
@@ -110,8 +110,13 @@ class Preset(Strict):
     def grid_seeds(self) -> list[int]:
         """The seeds the grid trains: all of them, or the first [refine] explore_seeds (the
         refinement rounds add the other seeds where they decide η* and η_div)."""
-        explore = self.refine.explore_seeds if self.refine is not None else None
+        explore = self._explore_seeds
         return self.seeds if explore is None else self.seeds[:explore]
+
+    @property
+    def _explore_seeds(self) -> int | None:
+        """[refine] explore_seeds, None without refinement or when every seed explores."""
+        return self.refine.explore_seeds if self.refine is not None else None
 
     def run_count(self) -> int:
         """Number of runs the grid expands to (before any cut-off)."""
